@@ -1,0 +1,129 @@
+"""GRU decoder conditioned on the previous token and the context, with Bahdanau's deep
+output (maxout) before the softmax.
+
+The per-step loop does only what truly depends on the previous step (the GRU's hidden
+matmul, attention, the context's contribution to the gates). Everything that can be done
+for all target positions at once is hoisted out of the loop: the embedding's gate
+contribution before it, the deep output and the big vocabulary projection after it, and
+only over real tokens. This is where the training speed comes from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from models.attention import ATTENTIONS
+from models.config import ModelConfig
+
+
+@dataclass
+class EncodedSource:
+    """What the decoder attends to, for a batch of B sources of padded length S."""
+
+    annotations: Tensor  # [B, S, K]
+    keys: Tensor  # [B, S, A] attention keys, projected once per batch
+    mask: Tensor  # [B, S] True on real tokens
+
+    def select(self, index: Tensor) -> EncodedSource:
+        """Rows in `index` order (for sorting, beam expansion, dropping finished rows)."""
+        return EncodedSource(self.annotations[index], self.keys[index], self.mask[index])
+
+    def head(self, n: int) -> EncodedSource:
+        """The first n rows, as views (no copy)."""
+        return EncodedSource(self.annotations[:n], self.keys[:n], self.mask[:n])
+
+
+class Decoder(nn.Module):
+    def __init__(self, config: ModelConfig, embedding: nn.Embedding, annotation_size: int):
+        super().__init__()
+        hidden, gates = config.dec_hidden_size, 3 * config.dec_hidden_size
+        self.hidden_size = hidden
+        self.embedding = embedding
+        self.dropout = nn.Dropout(config.dropout)
+        self.attention = ATTENTIONS[config.attention](
+            hidden, annotation_size, config.attention_size
+        )
+        self.init_proj = nn.Linear(annotation_size, hidden)
+        # GRU weights split by input so each part can be computed where it is cheapest.
+        self.emb_gates = nn.Linear(config.emb_size, gates)
+        self.ctx_gates = nn.Linear(annotation_size, gates, bias=False)
+        # One matmul per step gives both the GRU's hidden gates and the attention query.
+        self.hidden_proj = nn.Linear(hidden, gates + self.attention.query_size)
+        self.deep_output = nn.Linear(
+            hidden + config.emb_size + annotation_size, 2 * config.deep_output_size
+        )
+        self.output = nn.Linear(config.deep_output_size, config.tgt_vocab_size)
+        if config.tie_target_embeddings:
+            self.output.weight = embedding.weight
+        for name, param in self.hidden_proj.named_parameters():
+            if name == "weight":  # orthogonal recurrent weights, one block per gate
+                for block in param.data.split(hidden, dim=0):
+                    nn.init.orthogonal_(block)
+
+    def init_state(self, summary: Tensor) -> Tensor:
+        """summary [B, K] -> s_0 [B, H] = tanh(W_init C)"""
+        return torch.tanh(self.init_proj(summary))
+
+    def step(
+        self, hidden: Tensor, emb_gates: Tensor, source: EncodedSource
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """One decoder step: s_i = GRU([E y_{i-1}; c_i], s_{i-1}), c_i = attend(s_{i-1}).
+
+        hidden [B, H], emb_gates [B, 3H] (the previous token's gate input) ->
+        new hidden [B, H], context [B, K], attention weights [B, S] (None without attention)
+        """
+        projected = self.hidden_proj(hidden)
+        hidden_gates = projected[:, : 3 * self.hidden_size]
+        query = projected[:, 3 * self.hidden_size :] if self.attention.query_size else hidden
+        context, weights = self.attention(query, source.keys, source.annotations, source.mask)
+        input_gates = emb_gates + self.ctx_gates(context)
+        in_r, in_z, in_n = input_gates.chunk(3, dim=1)
+        h_r, h_z, h_n = hidden_gates.chunk(3, dim=1)
+        reset = torch.sigmoid(in_r + h_r)
+        update = torch.sigmoid(in_z + h_z)
+        candidate = torch.tanh(in_n + reset * h_n)
+        new_hidden = candidate + update * (hidden - candidate)  # (1-z)*n + z*h
+        return new_hidden, context, weights
+
+    def logits(self, hidden: Tensor, prev_embedded: Tensor, context: Tensor) -> Tensor:
+        """Deep output: t = maxout(U s_i + V E y_{i-1} + C c_i); logits = W_o t.
+
+        Any leading shape [N, *] -> [N, V].
+        """
+        pre = self.deep_output(torch.cat([hidden, prev_embedded, context], dim=-1))
+        maxout = pre.view(*pre.shape[:-1], -1, 2).amax(dim=-1)
+        return self.output(self.dropout(maxout))
+
+    def teacher_forced(
+        self, source: EncodedSource, init: Tensor, tgt_in: Tensor, tgt_len: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Run the decoder over gold prefixes without computing anything on padding.
+
+        tgt_in [B, T] (bos + target, padded), tgt_len [B] ->
+        logits [N, V] for the N = sum(tgt_len) real positions, in packed (time-major,
+        longest-first) order, and `sorted_index` [B] (row order used for packing), so that
+        `pack_padded_sequence(x[sorted_index], tgt_len[sorted_index])` aligns gold labels.
+        """
+        sorted_len, sorted_index = tgt_len.sort(descending=True)
+        embedded = self.dropout(self.embedding(tgt_in[sorted_index]))
+        packed = pack_padded_sequence(embedded, sorted_len.cpu(), batch_first=True)
+        emb_gates = self.emb_gates(packed.data)  # [N, 3H] for every position at once
+        source = source.select(sorted_index)
+        hidden = init[sorted_index]
+        hiddens, contexts = [], []
+        offset = 0
+        # As targets end, the batch shrinks: rows are sorted longest-first, so the rows still
+        # running at step t are always the first batch_sizes[t] (views, no copies).
+        for n in packed.batch_sizes.tolist():
+            hidden, context, _ = self.step(
+                hidden[:n], emb_gates[offset : offset + n], source.head(n)
+            )
+            hiddens.append(hidden)
+            contexts.append(context)
+            offset += n
+        logits = self.logits(torch.cat(hiddens), packed.data, torch.cat(contexts))
+        return logits, sorted_index

@@ -1,0 +1,91 @@
+"""The encoder-decoder: RNNsearch with attention, or the fixed-context baseline."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from models.config import ModelConfig
+from models.decoder import Decoder, EncodedSource
+from models.encoder import Encoder
+
+
+class Seq2Seq(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        src_embedding = nn.Embedding(config.src_vocab_size, config.emb_size, config.pad_id)
+        tgt_embedding = (
+            src_embedding
+            if config.share_embeddings
+            else nn.Embedding(config.tgt_vocab_size, config.emb_size, config.pad_id)
+        )
+        self.encoder = Encoder(
+            src_embedding, config.enc_hidden_size, config.enc_layers, config.dropout
+        )
+        self.decoder = Decoder(config, tgt_embedding, self.encoder.output_size)
+
+    def encode(self, src: Tensor, src_len: Tensor) -> tuple[EncodedSource, Tensor]:
+        """src [B, S], src_len [B] -> what to attend to, initial decoder state [B, H]"""
+        annotations, summary = self.encoder(src, src_len)
+        if self.config.attention == "none":
+            # The baseline sees only C: one "annotation" per sentence, never a padded one.
+            annotations = summary.unsqueeze(1)
+            mask = torch.ones(src.size(0), 1, dtype=torch.bool, device=src.device)
+        else:
+            mask = torch.arange(src.size(1), device=src.device)[None, :] < src_len[:, None]
+        keys = self.decoder.attention.precompute_keys(annotations)
+        return EncodedSource(annotations, keys, mask), self.decoder.init_state(summary)
+
+    def packed_logits(
+        self, src: Tensor, src_len: Tensor, tgt_in: Tensor, tgt_len: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Logits [N, V] for the N real target positions, and the row order they follow
+        (see Decoder.teacher_forced)."""
+        source, init = self.encode(src, src_len)
+        return self.decoder.teacher_forced(source, init, tgt_in, tgt_len)
+
+    def teacher_forced_logits(
+        self, src: Tensor, src_len: Tensor, tgt_in: Tensor, tgt_len: Tensor
+    ) -> Tensor:
+        """Teacher-forced logits, padded: [B, T, V] (zeros on padding). For tests and
+        inspection; training uses `forward`, which never materialises the padding."""
+        logits, order = self.packed_logits(src, src_len, tgt_in, tgt_len)
+        padded = logits.new_zeros(*tgt_in.shape, logits.size(-1))
+        return padded.index_put_(_packed_positions(order, tgt_len), logits)
+
+    def forward(
+        self,
+        src: Tensor,
+        src_len: Tensor,
+        tgt_in: Tensor,
+        tgt_out: Tensor,
+        tgt_len: Tensor,
+        label_smoothing: float = 0.0,
+    ) -> Tensor:
+        """The training loss: summed cross-entropy over real target tokens (divide by
+        tgt_len.sum() for the mean). It is `forward` so that DDP wraps it directly.
+
+        tgt_in = bos + y, tgt_out = y + eos, both [B, T] padded, tgt_len [B] = len(y) + 1.
+        """
+        logits, order = self.packed_logits(src, src_len, tgt_in, tgt_len)
+        gold = pack_padded_sequence(tgt_out[order], tgt_len[order].cpu(), batch_first=True).data
+        return F.cross_entropy(
+            logits.float(), gold, reduction="sum", label_smoothing=label_smoothing
+        )
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def _packed_positions(order: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    """(row, time) indices of the packed order produced by Decoder.teacher_forced."""
+    sorted_len = lengths[order]
+    rows, times = [], []
+    for t in range(int(sorted_len.max())):
+        n = int((sorted_len > t).sum())
+        rows.append(order[:n])
+        times.append(torch.full((n,), t, dtype=torch.long, device=order.device))
+    return torch.cat(rows), torch.cat(times)

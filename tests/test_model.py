@@ -1,0 +1,185 @@
+"""Pins the model: decoding, padding, attention, checkpoints, and what attention buys."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from models.config import ModelConfig
+from models.model_dir import load_model, save_model
+from models.search import _StepDecoder, beam_search, greedy_search
+from models.seq2seq import Seq2Seq
+from models.toy import encode_symbols, exact_match, make_pairs, train_toy
+from models.training import collate
+
+SENTENCES = ["abcdefghij", "xyz", "hello", "qwertyuiopasdfg", "mno"]
+
+
+def toy_batch(texts: list[str], config: ModelConfig):
+    pairs = [(encode_symbols(t), encode_symbols(t[::-1])) for t in texts]
+    return collate(pairs, config.pad_id, config.bos_id, config.eos_id)
+
+
+def random_model(attention: str = "bahdanau", seed: int = 0) -> Seq2Seq:
+    torch.manual_seed(seed)
+    config = ModelConfig(
+        src_vocab_size=30,
+        tgt_vocab_size=30,
+        emb_size=16,
+        enc_hidden_size=16,
+        dec_hidden_size=24,
+        attention_size=20,
+        deep_output_size=8,
+        dropout=0.3,
+        attention=attention,
+    )
+    return Seq2Seq(config).eval()
+
+
+def test_beam_size_one_is_greedy(toy_model):
+    batch = toy_batch(SENTENCES, toy_model.config)
+    greedy = greedy_search(toy_model, batch.src, batch.src_len)
+    beam = beam_search(toy_model, batch.src, batch.src_len, beam_size=1, alpha=0.0)
+    assert any(len(h.tokens) < 20 for h in greedy), "the toy model should emit eos"
+    for g, (b,) in zip(greedy, beam, strict=True):
+        assert b.tokens == g.tokens
+        assert b.score == pytest.approx(g.score, abs=1e-5)
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam"])
+def test_padding_never_changes_a_sentence(toy_model, search):
+    config = toy_model.config
+    batch = toy_batch(SENTENCES, config)
+    decode = (
+        (lambda b: [h for h in greedy_search(toy_model, b.src, b.src_len)])
+        if search == "greedy"
+        else (lambda b: [n[0] for n in beam_search(toy_model, b.src, b.src_len, beam_size=4)])
+    )
+    together = decode(batch)
+    for text, in_batch in zip(SENTENCES, together, strict=True):
+        (alone,) = decode(toy_batch([text], config))
+        assert alone.tokens == in_batch.tokens
+        assert alone.score == pytest.approx(in_batch.score, abs=1e-4)
+
+
+@pytest.mark.parametrize("attention", ["bahdanau", "luong", "none"])
+def test_step_by_step_decoding_reproduces_teacher_forced_logits(attention):
+    model = random_model(attention)
+    batch = toy_batch(["abcdefg", "hij", "klmnopqrs"], model.config)
+    forced = model.teacher_forced_logits(batch.src, batch.src_len, batch.tgt_in, batch.tgt_len)
+    decoder = _StepDecoder(model, *model.encode(batch.src, batch.src_len))
+    for t in range(batch.tgt_in.size(1)):
+        log_probs, _ = decoder.log_probs(batch.tgt_in[:, t])
+        real = batch.tgt_len > t
+        torch.testing.assert_close(
+            log_probs[real], torch.log_softmax(forced[real, t], dim=-1), atol=1e-5, rtol=1e-5
+        )
+
+
+def test_training_loss_ignores_padding():
+    model = random_model()
+    texts = ["abcdefg", "hij", "klmnopqrs"]
+    together = model(*vars(toy_batch(texts, model.config)).values())
+    apart = sum(model(*vars(toy_batch([t], model.config)).values()) for t in texts)
+    torch.testing.assert_close(together, apart, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("attention", ["bahdanau", "luong"])
+def test_attention_is_zero_on_padding_and_sums_to_one(attention):
+    model = random_model(attention)
+    batch = toy_batch(["abcdefghijkl", "abc", "abcdefg"], model.config)
+    decoder = _StepDecoder(model, *model.encode(batch.src, batch.src_len))
+    for _ in range(3):
+        _, weights = decoder.log_probs(torch.full((3,), model.config.bos_id))
+        torch.testing.assert_close(weights.sum(dim=1), torch.ones(3))
+        for row, length in enumerate(batch.src_len.tolist()):
+            assert torch.all(weights[row, length:] == 0)
+            assert torch.all(weights[row, :length] > 0)
+
+
+def test_search_returns_attention_for_each_output_token(toy_model):
+    batch = toy_batch(["abcdef"], toy_model.config)
+    (hyp,) = greedy_search(toy_model, batch.src, batch.src_len, return_attention=True)
+    ((best,),) = beam_search(toy_model, batch.src, batch.src_len, return_attention=True)
+    for h in (hyp, best):
+        assert h.attention.shape == (len(h.tokens), 6)
+        torch.testing.assert_close(h.attention.sum(dim=1), torch.ones(len(h.tokens)))
+
+
+def test_n_best_are_distinct_and_sorted(toy_model):
+    batch = toy_batch(SENTENCES, toy_model.config)
+    for hyps in beam_search(toy_model, batch.src, batch.src_len, beam_size=5, n_best=3):
+        assert len(hyps) == 3
+        assert len({tuple(h.tokens) for h in hyps}) == 3
+        assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+
+
+def test_output_length_is_bounded_by_source_length():
+    model = random_model()  # untrained: rarely emits eos, so it runs into the limit
+    batch = toy_batch(["ab", "abcdefghij"], model.config)
+    for hyp, length in zip(
+        greedy_search(model, batch.src, batch.src_len, 2.0, 1), batch.src_len.tolist(), strict=True
+    ):
+        assert len(hyp.tokens) <= 2 * length + 1
+
+
+def test_model_dir_round_trip_gives_identical_translations(toy_model, tmp_path):
+    save_model(toy_model, tmp_path / "model")
+    loaded = load_model(tmp_path / "model")
+    assert loaded.config == toy_model.config
+    batch = toy_batch(SENTENCES, toy_model.config)
+    before = beam_search(toy_model, batch.src, batch.src_len, n_best=2)
+    after = beam_search(loaded, batch.src, batch.src_len, n_best=2)
+    assert [[(h.tokens, h.score) for h in n] for n in before] == [
+        [(h.tokens, h.score) for h in n] for n in after
+    ]
+
+
+class Payload:
+    """Any class instance: unpickling it could run code, so loading must refuse it."""
+
+
+def test_loading_pickled_objects_is_refused(toy_model, tmp_path):
+    save_model(toy_model, tmp_path / "model")
+    state = torch.load(tmp_path / "model" / "weights.pt", weights_only=True)
+    state["evil"] = Payload()
+    torch.save(state, tmp_path / "model" / "weights.pt")
+    with pytest.raises(ValueError, match="refusing to load"):
+        load_model(tmp_path / "model")
+
+
+def test_incompatible_model_dir_is_refused(toy_model, tmp_path):
+    save_model(toy_model, tmp_path / "model")
+    config_file = tmp_path / "model" / "config.json"
+    config_file.write_text(
+        config_file.read_text().replace('"format_version": 1', '"format_version": 99')
+    )
+    with pytest.raises(ValueError, match="format version 99"):
+        load_model(tmp_path / "model")
+    with pytest.raises(FileNotFoundError, match="not a model dir"):
+        load_model(tmp_path / "missing")
+
+
+def test_models_package_does_not_import_ray():
+    code = (
+        "import sys, models.search, models.training, models.model_dir, models.toy; "
+        "print('ray' in sys.modules)"
+    )
+    assert subprocess.check_output([sys.executable, "-c", code], text=True).strip() == "False"
+
+
+def test_attention_learns_the_toy_task_and_fixed_context_loses_long_sentences():
+    """The seed's claim on a task generated in code: same budget, same data."""
+    torch.set_num_threads(2)
+    budget = {"max_steps": 600, "max_seconds": 60, "seed": 0}
+    attention = train_toy("bahdanau", **budget)
+    baseline = train_toy("none", **budget)
+    assert attention.exact_match >= 0.9
+    long_sentences = make_pairs(300, 20, 24, seed=7)
+    long_attention = exact_match(attention.model, long_sentences)
+    long_baseline = exact_match(baseline.model, long_sentences)
+    assert long_attention >= 0.8
+    assert long_baseline <= long_attention - 0.5
