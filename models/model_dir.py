@@ -18,8 +18,10 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.pt"
 
 
-def save_model(model: Seq2Seq, directory: str | Path, extra_files: dict[str, Path] | None = None):
-    """Write config, weights and extra files (e.g. {"spm.model": path}) into `directory`."""
+def save_model(
+    model: Seq2Seq, directory: str | Path, extra_files: dict[str, Path] | None = None
+) -> None:
+    """Write config, weights and extra files (e.g. {"spm.src.model": path}) into `directory`."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model.config.save(directory / CONFIG_FILE)

@@ -28,3 +28,61 @@ def toy_model():
 
     torch.set_num_threads(2)
     return train_toy("bahdanau", max_steps=250, max_seconds=60, seed=0).model.eval()
+
+
+def build_tiny_model_dir(directory: Path, steps: int = 150, seed: int = 0) -> Path:
+    """A small de->en model dir (sentencepiece + weights + meta) trained on the generated
+    corpus for a few seconds: real files, real tokenizers, translations that are words."""
+    import json
+
+    from models.config import ModelConfig
+    from models.model_dir import save_model
+    from models.seq2seq import Seq2Seq
+    from models.training import collate, token_batches, train_step
+    from pipeline.synthetic import parallel_corpus
+    from pipeline.tokenizer import SRC_SPM, TGT_SPM, Tokenizer, train_sentencepiece
+
+    directory.mkdir(parents=True, exist_ok=True)
+    corpus = parallel_corpus(3000, seed=seed)
+    spm_bytes = train_sentencepiece([s for pair in corpus for s in pair], vocab_size=120)
+    for name in (SRC_SPM, TGT_SPM):
+        (directory / name).write_bytes(spm_bytes)
+    tokenizer = Tokenizer(directory / SRC_SPM)
+    torch.manual_seed(seed)
+    config = ModelConfig(
+        src_vocab_size=tokenizer.vocab_size,
+        tgt_vocab_size=tokenizer.vocab_size,
+        emb_size=32,
+        enc_hidden_size=48,
+        dec_hidden_size=64,
+        attention_size=48,
+        deep_output_size=32,
+        dropout=0.0,
+    )
+    model = Seq2Seq(config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    pairs = list(
+        zip(
+            tokenizer.encode([d for d, _ in corpus]),
+            tokenizer.encode([e for _, e in corpus]),
+            strict=True,
+        )
+    )
+    step = 0
+    while step < steps:
+        for chunk in token_batches(pairs, max_tokens=1500, seed=step):
+            train_step(model, collate(chunk, 0, 2, 3), optimizer)
+            step += 1
+            if step >= steps:
+                break
+    save_model(model.eval(), directory)
+    (directory / "meta.json").write_text(
+        json.dumps({"src_lang": "de", "tgt_lang": "en", "name": "tiny-de-en"})
+    )
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    torch.set_num_threads(2)
+    return build_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model")

@@ -1,0 +1,154 @@
+"""The Translator: the one place that turns text into translations.
+
+A model dir (or a training run dir holding `model/`) -> batched, length-sorted beam search
+over strings, output restored to input order. The CLI, the Serve deployment and bulk
+translation all use it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from models.model_dir import load_model
+from models.search import Hypothesis, beam_search, greedy_search
+from pipeline.errors import UserError
+from pipeline.tokenizer import load_pair
+
+META_FILE = "meta.json"
+
+
+@dataclass
+class Translation:
+    text: str
+    score: float
+    alternatives: list[tuple[str, float]] = field(default_factory=list)  # n-best, best first
+    source_pieces: list[str] | None = None
+    target_pieces: list[str] | None = None
+    attention: list[list[float]] | None = None  # [target piece][source piece]
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A model dir, or a training run dir whose `model/` is the model dir."""
+    path = Path(path)
+    if (path / "model" / "config.json").is_file():
+        return path / "model"
+    if (path / "config.json").is_file():
+        return path
+    if not path.exists():
+        raise UserError(f"model dir {path} does not exist")
+    raise UserError(f"{path} is neither a model dir (config.json) nor a run dir (model/)")
+
+
+class Translator:
+    """Loads a model dir once and translates lists of strings.
+
+    Sentences are sorted by length before batching, so each batch holds similar lengths
+    and little padding; results come back in input order. Empty (or blank) inputs give
+    empty translations without touching the model.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        device: str = "cpu",
+        beam_size: int = 5,
+        alpha: float = 0.6,
+        batch_size: int = 64,
+        max_len_a: float = 1.5,
+        max_len_b: int = 10,
+    ) -> None:
+        self.model_dir = resolve_model_dir(model_path)
+        try:
+            self.model = load_model(self.model_dir, device)
+            self.src_tokenizer, self.tgt_tokenizer = load_pair(self.model_dir)
+        except (FileNotFoundError, ValueError) as error:
+            raise UserError(str(error)) from None
+        meta_file = self.model_dir / META_FILE
+        self.meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        self.device = torch.device(device)
+        self.beam_size, self.alpha, self.batch_size = beam_size, alpha, batch_size
+        self.max_len_a, self.max_len_b = max_len_a, max_len_b
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("name") or self.model_dir.resolve().parent.name
+
+    def info(self) -> dict:
+        """What the model is: languages, config, vocabulary sizes."""
+        return {
+            "name": self.name,
+            "src_lang": self.meta.get("src_lang"),
+            "tgt_lang": self.meta.get("tgt_lang"),
+            "config": self.model.config.to_dict(),
+            "src_vocab_size": self.src_tokenizer.vocab_size,
+            "tgt_vocab_size": self.tgt_tokenizer.vocab_size,
+            "parameters": self.model.num_parameters(),
+        }
+
+    def translate(
+        self,
+        texts: Sequence[str],
+        beam_size: int | None = None,
+        n_best: int = 1,
+        alpha: float | None = None,
+        return_attention: bool = False,
+    ) -> list[Translation]:
+        """Translate each text; `len(result) == len(texts)`, in input order."""
+        beam_size = beam_size or self.beam_size
+        if not 1 <= n_best <= beam_size:
+            raise UserError(f"n_best must be between 1 and the beam size ({beam_size})")
+        ids = self.src_tokenizer.encode([t.strip() for t in texts])
+        results: list[Translation | None] = [None] * len(texts)
+        order = sorted((i for i in range(len(texts)) if ids[i]), key=lambda i: len(ids[i]))
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            nbest_lists = self._search(
+                [ids[i] for i in chunk],
+                beam_size,
+                n_best,
+                self.alpha if alpha is None else alpha,
+                return_attention,
+            )
+            for i, hypotheses in zip(chunk, nbest_lists, strict=True):
+                results[i] = self._to_translation(ids[i], hypotheses, return_attention)
+        return [r if r is not None else Translation("", 0.0, [("", 0.0)]) for r in results]
+
+    def _search(
+        self,
+        ids: list[list[int]],
+        beam_size: int,
+        n_best: int,
+        alpha: float,
+        return_attention: bool,
+    ) -> list[list[Hypothesis]]:
+        src_len = torch.tensor([len(s) for s in ids])
+        src = torch.full((len(ids), int(src_len.max())), self.model.config.pad_id)
+        for row, sentence in enumerate(ids):
+            src[row, : len(sentence)] = torch.tensor(sentence)
+        src, src_len = src.to(self.device), src_len.to(self.device)
+        options = {
+            "max_len_a": self.max_len_a,
+            "max_len_b": self.max_len_b,
+            "return_attention": return_attention,
+        }
+        if beam_size == 1:  # greedy is beam search of size 1, without the bookkeeping
+            return [[h] for h in greedy_search(self.model, src, src_len, **options)]
+        return beam_search(self.model, src, src_len, beam_size, n_best, alpha, **options)
+
+    def _to_translation(
+        self, src_ids: list[int], hypotheses: list[Hypothesis], return_attention: bool
+    ) -> Translation:
+        alternatives = [(self.tgt_tokenizer.decode(h.tokens), h.score) for h in hypotheses]
+        best = hypotheses[0]
+        translation = Translation(alternatives[0][0], alternatives[0][1], alternatives)
+        if return_attention:
+            translation.source_pieces = self.src_tokenizer.pieces(src_ids)
+            translation.target_pieces = self.tgt_tokenizer.pieces(best.tokens)
+            if best.attention is not None:
+                translation.attention = best.attention.tolist()
+        return translation

@@ -1,0 +1,51 @@
+"""The Translator: strings in, strings out, order kept, same as calling search directly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.search import beam_search
+from pipeline.errors import UserError
+from pipeline.synthetic import parallel_corpus
+from pipeline.translator import Translator
+
+SOURCES = [german for german, _ in parallel_corpus(12, seed=42)]
+
+
+def test_translations_come_back_in_input_order_and_match_search(tiny_model_dir):
+    translator = Translator(tiny_model_dir, beam_size=3, batch_size=5)
+    texts = SOURCES + ["", "   "]
+    results = translator.translate(texts)
+    assert len(results) == len(texts)
+    assert results[-1].text == "" and results[-2].text == ""
+    for text, result in zip(SOURCES, results, strict=False):
+        ids = translator.src_tokenizer.encode([text])[0]
+        ((best,),) = beam_search(
+            translator.model,
+            torch.tensor([ids]),
+            torch.tensor([len(ids)]),
+            beam_size=3,
+            alpha=translator.alpha,
+        )
+        assert result.text == translator.tgt_tokenizer.decode(best.tokens)
+        assert result.score == pytest.approx(best.score, abs=1e-4)
+    assert any(r.text for r in results[:-2]), "the tiny model translates into words"
+
+
+def test_n_best_and_attention(tiny_model_dir):
+    translator = Translator(tiny_model_dir)
+    (result,) = translator.translate(SOURCES[:1], beam_size=4, n_best=3, return_attention=True)
+    assert len(result.alternatives) == 3 and result.alternatives[0][0] == result.text
+    assert len(result.attention) == len(result.target_pieces)
+    assert all(len(row) == len(result.source_pieces) for row in result.attention)
+    with pytest.raises(UserError, match="n_best"):
+        translator.translate(SOURCES[:1], beam_size=2, n_best=3)
+
+
+def test_missing_model_dir_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        Translator(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="neither a model dir"):
+        Translator(tmp_path / "empty")
