@@ -12,10 +12,27 @@ from pipeline.errors import UserError
 # name -> (module, one-line help)
 COMMANDS = {
     "demo": ("pipeline.demo", "train a toy model end to end and show it translating"),
+    "prepare": ("pipeline.prepare", "tokenize a parallel corpus into Parquet blocks (Ray Data)"),
+    "train": ("pipeline.train", "train a model on prepared data (Ray Train, DDP)"),
+    "translate": ("pipeline.translate", "translate text from stdin or a file"),
+    "evaluate": ("pipeline.evaluate", "score a model with sacreBLEU and chrF"),
+    "serve": ("pipeline.serve", "run the autoscaled HTTP translation endpoint (Ray Serve)"),
+    "bulk-translate": ("pipeline.bulk", "translate a Parquet document store (Ray Data)"),
 }
 
 EXAMPLES = """examples:
-  nmt demo                        # a toy model learns to translate, in about a minute
+  nmt demo
+  nmt prepare --src-lang de --tgt-lang en --train ../shared/data/multi30k/train \\
+      --valid ../shared/data/multi30k/val --test ../shared/data/multi30k/test_2016_flickr \\
+      --out runs/data/multi30k-de-en
+  nmt train --data runs/data/multi30k-de-en --out runs/exp/de-en --config configs/multi30k_de_en.yaml
+  echo "Ein Mann fährt Fahrrad." | nmt translate --model runs/exp/de-en
+  nmt evaluate --model runs/exp/de-en --src ../shared/data/multi30k/test_2016_flickr.de.gz \\
+      --ref ../shared/data/multi30k/test_2016_flickr.en.gz
+  nmt serve --model runs/exp/de-en --port 8000
+  nmt bulk-translate --model runs/exp/de-en --input 'store/*.parquet' --output out/ --text-column text
+
+Run `nmt COMMAND --help` for a command's options and examples.
 """
 
 
