@@ -49,9 +49,17 @@ def train_sentencepiece(
 class Tokenizer:
     """One sentencepiece model: text <-> ids and pieces."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.processor = spm.SentencePieceProcessor(model_file=str(path))
+    def __init__(self, path: str | Path | None = None, serialized: bytes | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        if serialized is not None:
+            self.processor = spm.SentencePieceProcessor(model_proto=serialized)
+        else:
+            self.processor = spm.SentencePieceProcessor(model_file=str(path))
+
+    @classmethod
+    def from_serialized(cls, serialized: bytes) -> Tokenizer:
+        """A tokenizer from model bytes (shipped to remote workers instead of a path)."""
+        return cls(serialized=serialized)
 
     @property
     def vocab_size(self) -> int:

@@ -1,0 +1,286 @@
+"""`nmt train`: data-parallel training on Ray Train (TorchTrainer + DDP), CPU or GPU.
+
+The driver checks the prepared data, builds the model config from it, hands the worker loop
+(`pipeline.train_worker.train_func`) to a TorchTrainer, and when the run ends exports the
+best checkpoint (by validation BLEU) as `OUT/model/`, plus `metrics.csv` and a plot.
+Re-running with the same `--out` resumes from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import UserError
+from pipeline.tokenizer import SRC_SPM, TGT_SPM, Tokenizer
+from pipeline.train_config import TrainConfig
+
+RAY_RUN_NAME = "ray_train"
+EFFECTIVE_CONFIG = "train_config.yaml"
+FAULT_ENV = "NMT_INJECT_FAILURE_AT_STEP"  # test-only, see WorkerRun.maybe_inject_fault
+
+EXAMPLES = """examples:
+  nmt train --data runs/data/multi30k-de-en --out runs/exp/de-en \\
+      --config configs/multi30k_de_en.yaml
+  nmt train --data runs/data/multi30k-de-en --out runs/exp/de-en --workers 2 --max-steps 2000
+  nmt train --data runs/data/multi30k-de-en --out runs/exp/de-en --resume   # continue a run
+  nmt train --data runs/data/multi30k-de-en --out runs/exp/de-en --gpu --workers 4 --time-budget 60
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="a dataset dir written by `nmt prepare`")
+    parser.add_argument("--out", required=True, help="the run dir (model/, metrics, checkpoints)")
+    parser.add_argument("--config", help="YAML training config (configs/*.yaml); flags override")
+    parser.add_argument("--workers", type=int, help="data-parallel workers (default 1)")
+    parser.add_argument("--gpu", action="store_true", default=None, help="one GPU per worker")
+    parser.add_argument("--cpus-per-worker", type=float, help="default: leave one CPU for Ray Data")
+    limits = parser.add_mutually_exclusive_group()
+    limits.add_argument("--max-steps", type=int)
+    limits.add_argument("--max-epochs", type=int)
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="MINUTES",
+        help="stop cleanly (with a final checkpoint) after this many minutes",
+    )
+    parser.add_argument("--valid-every", type=int, help="validate and checkpoint every N steps")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="require a previous run in --out to continue (re-running the same "
+        "command resumes anyway when checkpoints exist)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
+    config = config.override(
+        workers=args.workers,
+        gpu=args.gpu,
+        cpus_per_worker=args.cpus_per_worker,
+        max_steps=args.max_steps,
+        max_epochs=args.max_epochs,
+        time_budget_minutes=args.time_budget,
+        valid_every=args.valid_every,
+    )
+    summary = train_model(args.data, args.out, config, resume=args.resume)
+    print(summary.describe())
+    return 0
+
+
+@dataclass
+class TrainSummary:
+    out_dir: Path
+    steps: int
+    best_bleu: float
+    model_dir: Path
+
+    def describe(self) -> str:
+        return (
+            f"trained {self.steps} steps; best validation BLEU {self.best_bleu:.2f}\n"
+            f"  model:   {self.model_dir}\n  metrics: {self.out_dir / 'metrics.csv'}\n"
+            f"  plot:    {self.out_dir / 'training.png'}"
+        )
+
+
+def train_model(
+    data_dir: str | Path, out_dir: str | Path, config: TrainConfig, resume: bool = False
+) -> TrainSummary:
+    """Train (or resume) a run; returns where the best model went. Usable from jobs/."""
+    import ray
+
+    data_dir, out_dir = Path(data_dir).resolve(), Path(out_dir).resolve()
+    stats = check_prepared_data(data_dir)
+    model_config = build_model_config(data_dir, config)
+    has_previous = (out_dir / RAY_RUN_NAME).is_dir()
+    if resume and not has_previous:
+        raise UserError(f"--resume: no previous run in {out_dir}")
+    check_compatible_with_previous(out_dir, config)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config.save(out_dir / EFFECTIVE_CONFIG)
+    if not ray.is_initialized():
+        ray.init(logging_level="WARNING")
+    trainer = build_trainer(data_dir, out_dir, config, model_config, stats)
+    result = trainer.fit()
+    return export_run(result, data_dir, out_dir, stats)
+
+
+def check_prepared_data(data_dir: Path) -> dict:
+    if not data_dir.is_dir():
+        raise UserError(f"--data {data_dir} does not exist; create it with `nmt prepare`")
+    needed = ["stats.json", SRC_SPM, TGT_SPM, "train", "valid"]
+    missing = [name for name in needed if not (data_dir / name).exists()]
+    if missing:
+        raise UserError(
+            f"--data {data_dir} is not a prepared dataset (missing "
+            f"{', '.join(missing)}); create it with `nmt prepare`"
+        )
+    return json.loads((data_dir / "stats.json").read_text())
+
+
+def build_model_config(data_dir: Path, config: TrainConfig):
+    from models.config import ModelConfig
+
+    sizes = {
+        "src_vocab_size": Tokenizer(data_dir / SRC_SPM).vocab_size,
+        "tgt_vocab_size": Tokenizer(data_dir / TGT_SPM).vocab_size,
+    }
+    reserved = set(sizes) | {"pad_id", "unk_id", "bos_id", "eos_id"}
+    if reserved & set(config.model):
+        raise UserError(
+            f"model settings {sorted(reserved & set(config.model))} come from the "
+            "data; remove them from the config"
+        )
+    try:
+        return ModelConfig(**sizes, **config.model)
+    except TypeError as error:
+        raise UserError(f"bad model settings in the config: {error}") from None
+
+
+def check_compatible_with_previous(out_dir: Path, config: TrainConfig) -> None:
+    saved = out_dir / EFFECTIVE_CONFIG
+    if not saved.is_file() or not (out_dir / RAY_RUN_NAME).is_dir():
+        return
+    previous = TrainConfig.from_yaml(saved)
+    if previous.model != config.model:
+        raise UserError(
+            f"{out_dir} holds a run with other model settings ({previous.model}); "
+            "use another --out or the same config"
+        )
+
+
+def build_trainer(data_dir: Path, out_dir: Path, config: TrainConfig, model_config, stats: dict):
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from pipeline.train_worker import load_validation_set, train_func
+
+    cpus = config.cpus_per_worker or _default_cpus_per_worker(config)
+    loop_config = {
+        "train": config.to_dict(),
+        "model_config": model_config.to_dict(),
+        "valid": load_validation_set(data_dir, config.valid_max_sentences, stats["tgt_lang"]),
+        "threads_per_worker": _threads_per_worker(config, cpus),
+    }
+    if os.environ.get(FAULT_ENV):
+        loop_config["inject_failure"] = {
+            "step": int(os.environ[FAULT_ENV]),
+            "marker_dir": str(out_dir),
+        }
+    train_data = ray.data.read_parquet(str(data_dir / "train")).select_columns(
+        ["src_ids", "tgt_ids"]
+    )
+    return TorchTrainer(
+        train_loop_per_worker=train_func,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(
+            num_workers=config.workers, use_gpu=config.gpu, resources_per_worker={"CPU": cpus}
+        ),
+        datasets={"train": train_data},
+        run_config=RunConfig(
+            name=RAY_RUN_NAME,
+            storage_path=str(out_dir),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=config.checkpoints_to_keep,
+                checkpoint_score_attribute="valid_bleu",
+                checkpoint_score_order="max",
+            ),
+            failure_config=FailureConfig(max_failures=config.max_failures),
+        ),
+    )
+
+
+def _default_cpus_per_worker(config: TrainConfig) -> float:
+    """One CPU per worker, but on a small machine leave one CPU free for Ray Data's reads
+    (otherwise the workers hold every CPU and the data stream starves)."""
+    import ray
+
+    if config.gpu:
+        return 1.0
+    total = ray.cluster_resources().get("CPU", 1)
+    return max(0.25, min(1.0, (total - 1) / config.workers))
+
+
+def _threads_per_worker(config: TrainConfig, cpus_per_worker: float) -> int:
+    """Torch threads: on one machine, share its cores among the workers (Ray Data's reads are
+    light next to the model's matmuls); on a cluster, what each worker reserved."""
+    import ray
+
+    if len(ray.nodes()) == 1:
+        return max(1, (os.cpu_count() or 1) // config.workers)
+    return max(1, int(cpus_per_worker))
+
+
+def export_run(result, data_dir: Path, out_dir: Path, stats: dict) -> TrainSummary:
+    """Best checkpoint -> OUT/model (a model dir); history -> metrics.csv and training.png."""
+    import torch
+
+    from models.config import ModelConfig
+    from models.model_dir import save_model
+    from models.seq2seq import Seq2Seq
+    from pipeline.train_worker import PROGRESS_FILE, STATE_FILE
+
+    if result.error:
+        raise result.error
+    scored = [(c, m) for c, m in (result.best_checkpoints or []) if "valid_bleu" in m]
+    if not scored or result.checkpoint is None:
+        raise UserError("training produced no checkpoint (was the training set empty?)")
+    best_checkpoint, best_metrics = max(scored, key=lambda cm: (cm[1]["valid_bleu"], cm[1]["step"]))
+    with best_checkpoint.as_directory() as directory:
+        model = Seq2Seq(ModelConfig.load(Path(directory) / "config.json"))
+        state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+    model_dir = out_dir / "model"
+    save_model(model, model_dir, {SRC_SPM: data_dir / SRC_SPM, TGT_SPM: data_dir / TGT_SPM})
+    meta = {
+        "src_lang": stats.get("src_lang"),
+        "tgt_lang": stats.get("tgt_lang"),
+        "name": out_dir.name,
+        "step": best_metrics["step"],
+        "valid_bleu": best_metrics["valid_bleu"],
+    }
+    (model_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    with result.checkpoint.as_directory() as directory:
+        progress = json.loads((Path(directory) / PROGRESS_FILE).read_text())
+    write_metrics(progress["history"], out_dir / "metrics.csv")
+    plot_training(progress["history"], out_dir / "training.png")
+    return TrainSummary(out_dir, progress["step"], progress["best_bleu"], model_dir)
+
+
+def write_metrics(history: list[dict], path: Path) -> None:
+    columns = ["step", "epoch", "elapsed_seconds", "train_loss", "valid_loss", "valid_bleu", "lr"]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def plot_training(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [row["step"] for row in history]
+    figure, (losses, bleu, lr) = plt.subplots(1, 3, figsize=(13, 3.6))
+    for key, label in (("train_loss", "train (label-smoothed)"), ("valid_loss", "valid")):
+        points = [
+            (s, row[key]) for s, row in zip(steps, history, strict=True) if row.get(key) is not None
+        ]
+        if points:
+            losses.plot(*zip(*points, strict=True), marker=".", label=label)
+    losses.set(title="loss per target token", xlabel="step")
+    losses.legend()
+    bleu.plot(steps, [row["valid_bleu"] for row in history], marker=".", color="C2")
+    bleu.set(title="validation BLEU", xlabel="step")
+    lr.plot(steps, [row["lr"] for row in history], marker=".", color="C3")
+    lr.set(title="learning rate", xlabel="step", yscale="log")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -1,0 +1,75 @@
+"""Training settings: a dataclass, loaded from YAML (configs/*.yaml), overridden by CLI flags,
+and saved into the run dir as the effective configuration."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from pipeline.errors import UserError
+
+
+@dataclass
+class TrainConfig:
+    # Model sizes: any ModelConfig field except vocab sizes and token ids (taken from data).
+    model: dict = field(default_factory=dict)
+    # Optimiser and schedule.
+    lr: float = 1e-3
+    warmup_steps: int = 500
+    schedule: str = "inverse_sqrt"  # "inverse_sqrt" (after warm-up) | "constant" | "plateau"
+    plateau_factor: float = 0.5  # "plateau": lr *= factor after `plateau_patience` bad validations
+    plateau_patience: int = 2
+    min_lr: float = 1e-5
+    label_smoothing: float = 0.1
+    clip_norm: float = 1.0
+    # Batching: per worker, by tokens (source + target, padded).
+    max_tokens: int = 4000
+    bucket_window: int = 50  # length-sorting window, in batches
+    max_len: int = 100  # pairs longer than this (either side, in pieces) are skipped
+    # Length of the run; the first limit reached stops it.
+    max_steps: int | None = None
+    max_epochs: int | None = None
+    time_budget_minutes: float | None = None
+    # Validation, checkpoints, early stopping.
+    valid_every: int = 500
+    valid_beam_size: int = 1
+    valid_max_sentences: int | None = None
+    early_stopping_patience: int | None = None  # validations without BLEU improvement
+    checkpoints_to_keep: int = 3
+    max_failures: int = 2
+    log_every: int = 50
+    # Resources.
+    workers: int = 1
+    gpu: bool = False
+    cpus_per_worker: float | None = None  # default: leave one CPU for Ray Data
+    precision: str = "auto"  # "auto" (bf16 autocast on GPU, fp32 on CPU) | "fp32" | "bf16"
+    seed: int = 1
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file {path} not found")
+        data = yaml.safe_load(path.read_text()) or {}
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UserError(f"{source}: unknown settings {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+    def override(self, **values) -> TrainConfig:
+        """A copy with the given settings replaced (None values are ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in values.items() if v is not None})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))

@@ -1,0 +1,390 @@
+"""What each Ray Train worker runs: the foundation's `train_step` over its data shard, with
+validation, checkpoints and resume around it.
+
+`train_func` is deliberately thin; the pieces it calls are plain functions and small classes
+so they can be read (and tested) one at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import ray.train
+import ray.train.torch
+import sacrebleu
+import torch
+import torch.distributed as dist
+
+from models.config import ModelConfig
+from models.search import beam_search, greedy_search
+from models.seq2seq import Seq2Seq
+from models.training import Batch, collate, token_batches, train_step
+from pipeline.tokenizer import Tokenizer
+
+STATE_FILE = "state.pt"
+PROGRESS_FILE = "progress.json"
+FAULT_MARKER = "injected_fault_done"
+
+
+@dataclass
+class Progress:
+    """Everything about where training stands, saved in each checkpoint as JSON."""
+
+    step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0  # to skip roughly what this epoch already trained on, on resume
+    elapsed_seconds: float = 0.0  # training time across restarts (for --time-budget)
+    best_bleu: float = -1.0
+    validations_without_improvement: int = 0
+    history: list[dict] = field(default_factory=list)  # one row per validation
+
+
+def train_func(loop_config: dict) -> None:
+    """The Ray Train worker entry point (`TorchTrainer(train_loop_per_worker=train_func)`)."""
+    settings = loop_config["train"]
+    torch.manual_seed(settings["seed"])
+    torch.set_num_threads(max(1, int(loop_config["threads_per_worker"])))
+    run = WorkerRun(loop_config)
+    run.restore(ray.train.get_checkpoint())
+    run.train(ray.train.get_dataset_shard("train"))
+
+
+class WorkerRun:
+    def __init__(self, loop_config: dict) -> None:
+        self.settings = loop_config["train"]
+        self.loop_config = loop_config
+        self.model_config = ModelConfig.from_dict(loop_config["model_config"])
+        self.rank = ray.train.get_context().get_world_rank()
+        self.world_size = ray.train.get_context().get_world_size()
+        self.device = ray.train.torch.get_device()
+        self.bare_model = Seq2Seq(self.model_config).to(self.device)
+        self.model = ray.train.torch.prepare_model(self.bare_model)
+        self.optimizer = torch.optim.Adam(self.bare_model.parameters(), lr=self.settings["lr"])
+        self.schedule = LearningRate(self.optimizer, self.settings)
+        self.progress = Progress()
+        self.autocast = _autocast_dtype(self.settings["precision"], self.device)
+        self.started = time.perf_counter()
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def restore(self, checkpoint: ray.train.Checkpoint | None) -> None:
+        if checkpoint is None:
+            return
+        with checkpoint.as_directory() as directory:
+            state = torch.load(
+                Path(directory) / STATE_FILE, map_location=self.device, weights_only=True
+            )
+            progress = json.loads((Path(directory) / PROGRESS_FILE).read_text())
+        self.bare_model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.progress = Progress(**progress)
+        self.log(f"resumed from step {self.progress.step} (epoch {self.progress.epoch})")
+
+    def report(self, metrics: dict) -> None:
+        """Every worker calls this (it is a barrier); rank 0 attaches the checkpoint."""
+        if self.rank != 0:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as directory:
+            state = {
+                "model": self.bare_model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(),
+            }
+            torch.save(state, Path(directory) / STATE_FILE)
+            (Path(directory) / PROGRESS_FILE).write_text(json.dumps(asdict(self.progress)))
+            self.model_config.save(Path(directory) / "config.json")
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+    # -- the loop -----------------------------------------------------------------------------
+    def train(self, shard) -> None:
+        meter = ThroughputMeter()
+        last_validated = self.progress.step if self.progress.history else -1
+        stop = self.progress.step >= (self.settings["max_steps"] or math.inf)
+        while not stop:
+            skip = self.progress.batches_in_epoch
+            for batch in self.synchronized(self.epoch_batches(shard), skip):
+                result = train_step(
+                    self.model,
+                    batch,
+                    self.optimizer,
+                    self.settings["label_smoothing"],
+                    self.settings["clip_norm"],
+                    self.autocast,
+                )
+                self.progress.step += 1
+                self.progress.batches_in_epoch += 1
+                self.schedule.after_step(self.progress.step)
+                meter.add(result.num_tokens, batch.padding_fraction)
+                self.maybe_inject_fault()
+                if self.progress.step % self.settings["log_every"] == 0:
+                    self.log_progress(result.loss, meter)
+                if self.progress.step % self.settings["valid_every"] == 0:
+                    self.validate_and_report(result.loss)
+                    last_validated = self.progress.step
+                if self.should_stop():
+                    stop = True
+                    break
+            else:
+                self.progress.epoch += 1
+                self.progress.batches_in_epoch = 0
+                stop = self.progress.epoch >= (self.settings["max_epochs"] or math.inf)
+            stop = stop or self.should_stop()
+        if last_validated != self.progress.step:
+            self.validate_and_report(None)  # the final checkpoint
+
+    def epoch_batches(self, shard) -> Iterator[Batch]:
+        config, max_len = self.model_config, self.settings["max_len"]
+        pairs = (
+            (src, tgt)
+            for rows in shard.iter_batches(batch_size=2048, batch_format="numpy")
+            for src, tgt in zip(rows["src_ids"], rows["tgt_ids"], strict=True)
+            if 0 < len(src) <= max_len and 0 < len(tgt) <= max_len
+        )
+        seed = self.settings["seed"] * 1000 + self.progress.epoch * 10 + self.rank
+        for chunk in token_batches(
+            pairs, self.settings["max_tokens"], self.settings["bucket_window"], seed=seed
+        ):
+            yield collate(chunk, config.pad_id, config.bos_id, config.eos_id).to(self.device)
+
+    def synchronized(self, batches: Iterator[Batch], skip: int) -> Iterator[Batch]:
+        """Yield batches while *every* worker still has one, skipping the first `skip`.
+
+        Shards hold different numbers of token batches; a worker that ran out while the
+        others step would leave DDP's all-reduce hanging, so all stop at the shortest.
+        """
+        for index, batch in enumerate(_with_end_marker(batches)):
+            if not self.all_workers_agree(batch is not None):
+                return
+            if index >= skip:
+                yield batch
+
+    def all_workers_agree(self, flag: bool) -> bool:
+        if self.world_size == 1:
+            return flag
+        value = torch.tensor([1 if flag else 0], device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MIN)
+        return bool(value.item())
+
+    def should_stop(self) -> bool:
+        """Same answer on every worker: any worker's clock or rank 0's early stop counts."""
+        settings, progress = self.settings, self.progress
+        elapsed = progress.elapsed_seconds + time.perf_counter() - self.started
+        budget = settings["time_budget_minutes"]
+        local = (
+            progress.step >= (settings["max_steps"] or math.inf)
+            or (budget is not None and elapsed >= budget * 60)
+            or (
+                settings["early_stopping_patience"] is not None
+                and progress.validations_without_improvement >= settings["early_stopping_patience"]
+            )
+        )
+        return not self.all_workers_agree(not local)
+
+    # -- validation ---------------------------------------------------------------------------
+    def validate_and_report(self, train_loss: float | None) -> None:
+        self.progress.elapsed_seconds += time.perf_counter() - self.started
+        self.started = time.perf_counter()
+        metrics = {"step": self.progress.step, "epoch": self.progress.epoch}
+        if self.rank == 0:
+            bleu, valid_loss = self.validate()
+            improved = bleu > self.progress.best_bleu
+            self.progress.best_bleu = max(bleu, self.progress.best_bleu)
+            self.progress.validations_without_improvement = (
+                0 if improved else self.progress.validations_without_improvement + 1
+            )
+            self.schedule.after_validation(bleu)
+            metrics |= {
+                "valid_bleu": bleu,
+                "valid_loss": valid_loss,
+                "train_loss": train_loss,
+                "lr": self.schedule.current(),
+                "elapsed_seconds": round(self.progress.elapsed_seconds, 1),
+            }
+            self.progress.history.append(metrics)
+            self.log(
+                f"validation at step {self.progress.step}: BLEU {bleu:.2f}, "
+                f"loss {valid_loss:.3f}{' (best)' if improved else ''}"
+            )
+        # Rank 0's early-stopping counter decides for everyone (see should_stop).
+        self.report(metrics)
+
+    def validate(self) -> tuple[float, float]:
+        valid = self.loop_config["valid"]
+        model = self.bare_model.eval()
+        config = self.model_config
+        sources, references = valid["src_ids"], valid["tgt_text"]
+        order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+        hypotheses: list[str] = [""] * len(sources)
+        loss_sum, tokens = 0.0, 0
+        tokenizer = Tokenizer.from_serialized(valid["tgt_spm"])
+        for start in range(0, len(order), 64):
+            chunk = order[start : start + 64]
+            batch = collate(
+                [(sources[i], valid["tgt_ids"][i]) for i in chunk],
+                config.pad_id,
+                config.bos_id,
+                config.eos_id,
+            ).to(self.device)
+            with torch.no_grad():
+                loss_sum += float(
+                    model(batch.src, batch.src_len, batch.tgt_in, batch.tgt_out, batch.tgt_len)
+                )
+            tokens += batch.num_target_tokens
+            for i, tokens_out in zip(chunk, self.decode(model, batch), strict=True):
+                hypotheses[i] = tokenizer.decode(tokens_out)
+        bleu = sacrebleu.corpus_bleu(hypotheses, [references], tokenize=valid["bleu_tokenize"])
+        return round(bleu.score, 2), loss_sum / max(tokens, 1)
+
+    def decode(self, model: Seq2Seq, batch: Batch) -> list[list[int]]:
+        beam = self.settings["valid_beam_size"]
+        if beam == 1:
+            return [h.tokens for h in greedy_search(model, batch.src, batch.src_len)]
+        return [n[0].tokens for n in beam_search(model, batch.src, batch.src_len, beam)]
+
+    # -- logging and the test-only fault ------------------------------------------------------
+    def log(self, message: str) -> None:
+        if self.rank == 0:
+            print(f"[train] {message}", flush=True)
+
+    def log_progress(self, loss: float, meter: ThroughputMeter) -> None:
+        settings, step = self.settings, self.progress.step
+        elapsed = self.progress.elapsed_seconds + time.perf_counter() - self.started
+        eta = _eta(step, elapsed, settings["max_steps"], settings["time_budget_minutes"])
+        self.log(
+            f"step {step}  loss {loss:.3f}  lr {self.schedule.current():.2e}  "
+            f"{meter.steps_per_second():.2f} steps/s  "
+            f"{meter.tokens_per_second() * self.world_size:.0f} tgt tokens/s (all workers)  "
+            f"padding {meter.padding():.1%}  ETA {eta}"
+        )
+        meter.reset()
+
+    def maybe_inject_fault(self) -> None:
+        """Test-only: raise once at a chosen step (set by NMT_INJECT_FAILURE_AT_STEP on the
+        driver), to exercise FailureConfig. A marker file makes it happen only once."""
+        fault = self.loop_config.get("inject_failure")
+        if not fault or self.progress.step != fault["step"] or self.rank != self.world_size - 1:
+            return
+        marker = Path(fault["marker_dir"]) / FAULT_MARKER
+        if not marker.exists():
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(str(self.progress.step))
+            raise RuntimeError(f"injected failure at step {self.progress.step}")
+
+
+class LearningRate:
+    """Linear warm-up, then inverse square-root decay, constant, or halving on plateau."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, settings: dict) -> None:
+        self.optimizer, self.settings = optimizer, settings
+        self.peak = settings["lr"]
+        self.plateau_scale, self.bad_validations, self.best = 1.0, 0, -math.inf
+        self.after_step(0)
+
+    def current(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def after_step(self, step: int) -> None:
+        warmup = max(self.settings["warmup_steps"], 1)
+        if step < warmup:
+            factor = (step + 1) / warmup
+        elif self.settings["schedule"] == "inverse_sqrt":
+            factor = math.sqrt(warmup / (step + 1))
+        else:
+            factor = 1.0
+        lr = max(self.peak * factor * self.plateau_scale, self.settings["min_lr"])
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def after_validation(self, bleu: float) -> None:
+        if self.settings["schedule"] != "plateau":
+            return
+        if bleu > self.best:
+            self.best, self.bad_validations = bleu, 0
+            return
+        self.bad_validations += 1
+        if self.bad_validations >= self.settings["plateau_patience"]:
+            self.plateau_scale *= self.settings["plateau_factor"]
+            self.bad_validations = 0
+
+    def state_dict(self) -> dict:
+        return {
+            "plateau_scale": self.plateau_scale,
+            "bad_validations": self.bad_validations,
+            "best": self.best,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.plateau_scale = state["plateau_scale"]
+        self.bad_validations, self.best = state["bad_validations"], state["best"]
+
+
+class ThroughputMeter:
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.start, self.steps, self.tokens, self.padding_sum = time.perf_counter(), 0, 0, 0.0
+
+    def add(self, tokens: int, padding_fraction: float) -> None:
+        self.steps += 1
+        self.tokens += tokens
+        self.padding_sum += padding_fraction
+
+    def _seconds(self) -> float:
+        return max(time.perf_counter() - self.start, 1e-9)
+
+    def steps_per_second(self) -> float:
+        return self.steps / self._seconds()
+
+    def tokens_per_second(self) -> float:
+        return self.tokens / self._seconds()
+
+    def padding(self) -> float:
+        return self.padding_sum / max(self.steps, 1)
+
+
+def _with_end_marker(items: Iterator) -> Iterator:
+    yield from items
+    yield None
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    return {"fp32": None, "bf16": torch.bfloat16}[precision]
+
+
+def _eta(step: int, elapsed: float, max_steps: int | None, budget_minutes: float | None) -> str:
+    remaining = []
+    if max_steps:
+        remaining.append((max_steps - step) * elapsed / max(step, 1))
+    if budget_minutes:
+        remaining.append(budget_minutes * 60 - elapsed)
+    if not remaining:
+        return "n/a"
+    seconds = max(0, int(min(remaining)))
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def load_validation_set(data_dir: Path, max_sentences: int | None, tgt_lang: str) -> dict:
+    """The valid split as plain lists (small; shipped to workers in the loop config)."""
+    table = pq.read_table(data_dir / "valid", columns=["index", "src_ids", "tgt_ids", "tgt_text"])
+    table = table.sort_by("index")
+    if max_sentences:
+        table = table.slice(0, max_sentences)
+    columns = table.to_pydict()
+    return {
+        "src_ids": columns["src_ids"],
+        "tgt_ids": columns["tgt_ids"],
+        "tgt_text": columns["tgt_text"],
+        "tgt_spm": (data_dir / "spm.tgt.model").read_bytes(),
+        "bleu_tokenize": "zh" if tgt_lang == "zh" else "13a",
+    }
