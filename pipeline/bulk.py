@@ -1,0 +1,273 @@
+"""`nmt bulk-translate`: translate a Parquet document store offline, exactly once, resumably.
+
+    bulk_translate("runs/exp/de-en", "store/*.parquet", "out/", BulkOptions("text"))
+
+The store is cut into fragments (row-group slices, see `pipeline.bulk_store`), and Ray Data
+streams them through a fixed pool of actors: each actor loads the model once, then reads a
+fragment, translates its documents sentence by sentence, and writes its output file under a
+temporary name, renamed when whole. With `via_serve` the actors hold no model and send the
+sentences to the running Serve deployment instead. Only fragment counts come back to the
+driver, so memory stays bounded by one fragment per actor however large the store is.
+
+Finishing means: every input row is in exactly one output file (checked from the footers,
+and by id when an id column is given), then the `_SUCCESS` manifest is written. A killed
+job leaves only whole outputs; `resume` skips them and translates the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from pipeline.bulk_store import (
+    MANIFEST_FILE,
+    Fragment,
+    count_outputs,
+    find_inputs,
+    plan_fragments,
+    prepare_output_dir,
+    read_schema,
+    write_manifest,
+)
+from pipeline.bulk_worker import (
+    ServeWorker,
+    TranslatorWorker,
+    WorkerSettings,
+    fail_injection_from_env,
+)
+from pipeline.errors import UserError
+
+ERROR_COLUMN = "error"
+
+EXAMPLES = """examples:
+  nmt bulk-translate --model runs/exp/de-en --input 'store/*.parquet' --output out/ \\
+      --text-column text --id-column id
+  nmt bulk-translate ... --resume      # after a killed job: keep finished outputs, do the rest
+  nmt bulk-translate ... --via-serve   # send sentences to the running `nmt serve` deployment
+
+Output: one Parquet file per input fragment under --output, with every input column, the
+translation column and an `error` column (null when the row translated); `_SUCCESS` holds
+the counts and is written last. Exit status 1 if rows in != rows out.
+"""
+
+
+class IncompleteOutput(RuntimeError):
+    """The outputs do not hold every input row exactly once."""
+
+
+@dataclass(frozen=True)
+class BulkOptions:
+    text_column: str
+    id_column: str | None = None
+    target_column: str = "translation"
+    beam_size: int = 5
+    batch_size: int = 64  # sentences per beam search batch
+    workers: int | None = None  # default: one per GPU with gpu, else one per cpus_per_worker
+    cpus_per_worker: int = 1
+    gpu: bool = False
+    via_serve: bool = False
+    resume: bool = False
+    rows_per_fragment: int = 1000  # documents per output file: the unit of work and resume
+    max_chars: int = 20_000  # longer documents get an error instead of a translation
+    show_progress: bool = True
+
+
+def bulk_translate(model: str | None, input: str, output: str, options: BulkOptions) -> dict:
+    """Translate every document of the Parquet files `input` (a glob or a dir) into `output`.
+
+    Returns the manifest (counts, settings, seconds). Raises `UserError` for bad input and
+    `IncompleteOutput` when the outputs do not match the inputs row for row.
+    """
+    started = time.perf_counter()
+    files = find_inputs(input)
+    check_columns(files, options)
+    model_dir = _model_dir(model, options.via_serve)
+    fragments = plan_fragments(files, options.rows_per_fragment)
+    output_dir = Path(output)
+    job = _job_description(files, model_dir, options)
+    prepare_output_dir(output_dir, job, options.resume)
+    pending = [
+        (index, fragment)
+        for index, fragment in enumerate(fragments)
+        if not (output_dir / fragment.output_name).is_file()
+    ]
+    workers = run_fragments(pending, output_dir, model_dir, options) if pending else 0
+    counts, problems = count_outputs(fragments, output_dir, ERROR_COLUMN, options.id_column)
+    manifest = {
+        **asdict(counts),
+        "seconds": round(time.perf_counter() - started, 3),
+        "fragments": len(fragments),
+        "fragments_translated": len(pending),
+        "workers": workers,
+        "job": job,
+    }
+    if problems:
+        raise IncompleteOutput("outputs do not match the inputs:\n  " + "\n  ".join(problems))
+    write_manifest(output_dir, manifest)
+    return manifest
+
+
+def check_columns(files: list[str], options: BulkOptions) -> None:
+    """Every input has the text (and id) column, and none has the columns we add."""
+    for path in files:
+        names = read_schema(path).names
+        for role, column in (
+            ("--text-column", options.text_column),
+            ("--id-column", options.id_column),
+        ):
+            if column and column not in names:
+                raise UserError(f"{path} has no column {column!r} ({role}); it has {names}")
+        for column in (options.target_column, ERROR_COLUMN):
+            if column in names:
+                raise UserError(
+                    f"{path} already has a column {column!r}; choose another --target-column "
+                    f"or rename it (the output adds {options.target_column!r} and {ERROR_COLUMN!r})"
+                )
+
+
+def _model_dir(model: str | None, via_serve: bool) -> str | None:
+    from pipeline.translator import resolve_model_dir
+
+    if model is None and not via_serve:
+        raise UserError("--model is required (unless --via-serve uses the deployment's model)")
+    return str(resolve_model_dir(model).resolve()) if model else None
+
+
+def _job_description(files: list[str], model_dir: str | None, options: BulkOptions) -> dict:
+    """What makes two runs the same job: `--resume` refuses to mix outputs of different ones."""
+    return {
+        "inputs": files,
+        "model": model_dir,
+        "via_serve": options.via_serve,
+        **{
+            key: getattr(options, key)
+            for key in (
+                "text_column",
+                "id_column",
+                "target_column",
+                "beam_size",
+                "rows_per_fragment",
+                "max_chars",
+            )
+        },
+    }
+
+
+def run_fragments(
+    pending: list[tuple[int, Fragment]],
+    output_dir: Path,
+    model_dir: str | None,
+    options: BulkOptions,
+) -> int:
+    """Stream the pending fragments through an actor pool; returns the pool's size."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init()  # joins the cluster of RAY_ADDRESS or a running local one, else starts one
+    worker_class, constructor, resources = _worker(model_dir, output_dir, options)
+    workers = options.workers or _default_workers(options)
+    items = [{**asdict(fragment), "index": index} for index, fragment in pending]
+    counts = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        worker_class,
+        fn_constructor_kwargs=constructor,
+        batch_size=1,
+        batch_format="pyarrow",
+        # one fragment at a time per actor: no fragment waits behind another actor's queue
+        compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
+        **resources,
+    )
+    total = sum(fragment.num_rows for _, fragment in pending)
+    with tqdm(total=total, unit="doc", disable=not options.show_progress) as progress:
+        for row in counts.iter_rows():
+            progress.update(row["rows"])
+    return workers
+
+
+def _worker(
+    model_dir: str | None, output_dir: Path, options: BulkOptions
+) -> tuple[type, dict, dict]:
+    """The actor class, its constructor arguments, and the resources each actor holds."""
+    settings = WorkerSettings(
+        output_dir=str(output_dir),
+        text_column=options.text_column,
+        target_column=options.target_column,
+        error_column=ERROR_COLUMN,
+        max_chars=options.max_chars,
+        beam_size=options.beam_size,
+        batch_size=options.batch_size,
+        fail_from_fragment=fail_injection_from_env(),
+    )
+    if options.via_serve:
+        from pipeline.serve import APP_NAME, TRANSLATOR_DEPLOYMENT
+
+        constructor = {"app_name": APP_NAME, "deployment": TRANSLATOR_DEPLOYMENT}
+        # reading, splitting and writing are light: leave the CPUs to the Serve replicas
+        return ServeWorker, {"settings": settings, **constructor}, {"num_cpus": 0.1}
+    device = "cuda" if options.gpu else "cpu"
+    constructor = {"model_path": model_dir, "device": device, "threads": options.cpus_per_worker}
+    resources = {"num_cpus": options.cpus_per_worker, "num_gpus": 1 if options.gpu else 0}
+    return TranslatorWorker, {"settings": settings, **constructor}, resources
+
+
+def _default_workers(options: BulkOptions) -> int:
+    import ray
+
+    if options.via_serve:
+        return 2  # enough to keep the deployment's queue full while one actor reads or writes
+    resources = ray.cluster_resources()
+    if options.gpu:
+        return max(1, int(resources.get("GPU", 0)))
+    return max(1, int(resources.get("CPU", 1) // options.cpus_per_worker))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="model dir, or training run dir holding model/")
+    parser.add_argument("--input", required=True, help="Parquet files: a quoted glob, or a dir")
+    parser.add_argument("--output", required=True, help="dir for the translated Parquet files")
+    parser.add_argument("--text-column", required=True, help="the column of documents")
+    parser.add_argument("--id-column", help="row ids: checked to come out once each, in order")
+    parser.add_argument("--target-column", default="translation", help="default: %(default)s")
+    parser.add_argument("--beam-size", type=int, default=5, help="default: %(default)s")
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="sentences per batch (default: %(default)s)"
+    )
+    parser.add_argument("--workers", type=int, help="actors (default: one per CPU, or per GPU)")
+    parser.add_argument("--cpus-per-worker", type=int, default=1, help="default: %(default)s")
+    parser.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    parser.add_argument(
+        "--via-serve", action="store_true", help="use the running `nmt serve` deployment"
+    )
+    parser.add_argument("--resume", action="store_true", help="finish the job in --output")
+    parser.add_argument(
+        "--rows-per-fragment", type=int, default=1000, help="rows per output file (%(default)s)"
+    )
+    parser.add_argument(
+        "--max-chars", type=int, default=20_000, help="longer documents get an error"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    for name in ("beam_size", "batch_size", "workers", "cpus_per_worker", "rows_per_fragment"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, not {value}")
+    options = BulkOptions(
+        **{
+            name: getattr(args, name)
+            for name in BulkOptions.__dataclass_fields__
+            if hasattr(args, name)
+        }
+    )
+    try:
+        manifest = bulk_translate(args.model, args.input, args.output, options)
+    except IncompleteOutput as error:
+        print(f"nmt bulk-translate: {error}")
+        return 1
+    print(json.dumps({k: v for k, v in manifest.items() if k != "job"}, indent=2))
+    print(f"wrote {Path(args.output) / MANIFEST_FILE}")
+    return 0

@@ -1,0 +1,213 @@
+"""The files of a bulk translation job: work units, atomic outputs, resume and the manifest.
+
+An input store is cut into fragments: runs of at most `rows_per_fragment` rows inside one
+row group of one input file. Each fragment becomes exactly one output file, named after
+its input file, row group and first row, so a retried or resumed fragment overwrites its
+own output and nothing else. Outputs are written under a `_tmp.` name (which Parquet
+readers skip, like every name starting with `_` or `.`) and renamed when complete; the
+rename is atomic, so a file with the final name is a whole fragment. The job's settings
+are written to `_job.json` first, the `_SUCCESS` manifest last.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.errors import UserError
+
+JOB_FILE = "_job.json"
+MANIFEST_FILE = "_SUCCESS"
+TEMP_PREFIX = "_tmp."
+SENTENCES_KEY = b"nmt.sentences"  # Parquet footer metadata: sentences in the fragment
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """Rows [start, start + num_rows) of row group `row_group` of `path`."""
+
+    path: str
+    row_group: int
+    start: int
+    num_rows: int
+    output_name: str
+
+
+def find_inputs(pattern: str) -> list[str]:
+    """The Parquet files a glob (or a directory, or one file) names, sorted."""
+    path = Path(pattern)
+    if path.is_dir():
+        pattern = str(path / "*.parquet")
+    files = sorted(p for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+    if not files:
+        raise UserError(
+            f"--input {pattern!r} matches no files (quote a glob so that the shell passes it on)"
+        )
+    return [str(Path(f).resolve()) for f in files]
+
+
+def plan_fragments(files: list[str], rows_per_fragment: int) -> list[Fragment]:
+    """Cut every input file into fragments, reading only the Parquet footers."""
+    fragments = []
+    for path in files:
+        prefix = f"{Path(path).stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+        metadata = read_metadata(path)
+        for group in range(metadata.num_row_groups):
+            group_rows = metadata.row_group(group).num_rows
+            for start in range(0, group_rows, rows_per_fragment):
+                count = min(rows_per_fragment, group_rows - start)
+                name = f"{prefix}-g{group:05d}-r{start:010d}.parquet"
+                fragments.append(Fragment(path, group, start, count, name))
+    return fragments
+
+
+def read_metadata(path: str | Path) -> pq.FileMetaData:
+    try:
+        return pq.read_metadata(path)
+    except (OSError, pa.ArrowInvalid) as error:
+        raise UserError(f"{path} is not a readable Parquet file: {error}") from None
+
+
+def read_schema(path: str) -> pa.Schema:
+    return read_metadata(path).schema.to_arrow_schema()
+
+
+def read_fragment(fragment: Fragment) -> pa.Table:
+    """The fragment's rows, streaming through its row group rather than loading it whole."""
+    parquet_file = pq.ParquetFile(fragment.path)
+    end = fragment.start + fragment.num_rows
+    pieces, offset = [], 0
+    for batch in parquet_file.iter_batches(
+        batch_size=fragment.num_rows, row_groups=[fragment.row_group]
+    ):
+        low, high = max(fragment.start - offset, 0), min(end - offset, batch.num_rows)
+        if low < high:
+            pieces.append(batch.slice(low, high - low))
+        offset += batch.num_rows
+        if offset >= end:
+            break
+    return pa.Table.from_batches(pieces, parquet_file.schema_arrow)
+
+
+class InjectedFailure(RuntimeError):
+    """Raised on purpose by tests: a writer dying between writing and renaming."""
+
+
+def write_atomically(
+    table: pa.Table, path: Path, sentences: int, fail_before_rename: bool = False
+) -> None:
+    """Write `table` to `path` through a temporary name, so `path` exists only when whole."""
+    metadata = {**(table.schema.metadata or {}), SENTENCES_KEY: str(sentences).encode()}
+    temp = path.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}.{path.name}.tmp")
+    pq.write_table(table.replace_schema_metadata(metadata), temp)
+    if fail_before_rename:
+        raise InjectedFailure(f"injected failure before renaming {temp.name}")
+    os.replace(temp, path)
+
+
+def remove_temporary_files(output_dir: Path) -> int:
+    """Delete what killed writers left behind; returns how many."""
+    leftovers = list(output_dir.glob(f"{TEMP_PREFIX}*"))
+    for leftover in leftovers:
+        leftover.unlink(missing_ok=True)
+    return len(leftovers)
+
+
+def prepare_output_dir(output_dir: Path, job: dict, resume: bool) -> None:
+    """Claim `output_dir` for `job`, or check that `--resume` continues the same job."""
+    existing = [p.name for p in output_dir.iterdir()] if output_dir.is_dir() else []
+    if existing and not resume:
+        raise UserError(
+            f"output dir {output_dir} already holds {len(existing)} files (another job's "
+            "results?); pass --resume to finish the job that wrote them, or choose an empty dir"
+        )
+    job_file = output_dir / JOB_FILE
+    if existing and not job_file.is_file():
+        raise UserError(f"{output_dir} was not written by nmt bulk-translate (no {JOB_FILE})")
+    if existing:
+        previous = json.loads(job_file.read_text())
+        changed = sorted(k for k in job.keys() | previous.keys() if job.get(k) != previous.get(k))
+        if changed:
+            raise UserError(
+                f"{output_dir} holds another job's results ({', '.join(changed)} differ); "
+                "rerun with that job's settings, or choose an empty output dir"
+            )
+        (output_dir / MANIFEST_FILE).unlink(missing_ok=True)  # finished again below
+        remove_temporary_files(output_dir)
+        return
+    output_dir.mkdir(parents=True, exist_ok=True)
+    job_file.write_text(json.dumps(job, indent=2))
+
+
+@dataclass
+class Counts:
+    rows_in: int = 0
+    rows_out: int = 0
+    rows_with_errors: int = 0
+    sentences: int = 0
+
+
+def count_outputs(
+    fragments: list[Fragment], output_dir: Path, error_column: str, id_column: str | None
+) -> tuple[Counts, list[str]]:
+    """Counts over the finished outputs (footers only, plus ids when given), and a line for
+    each input file whose outputs do not hold exactly its rows."""
+    counts, problems = Counts(), []
+    by_input: dict[str, list[Fragment]] = {}
+    for fragment in fragments:
+        by_input.setdefault(fragment.path, []).append(fragment)
+    for path, parts in by_input.items():
+        rows_in = sum(f.num_rows for f in parts)
+        outputs = [output_dir / f.output_name for f in parts]
+        present = [p for p in outputs if p.is_file()]
+        rows_out = 0
+        for output in present:
+            metadata = read_metadata(output)
+            rows_out += metadata.num_rows
+            counts.sentences += int((metadata.metadata or {}).get(SENTENCES_KEY, b"0"))
+            column = pq.read_table(output, columns=[error_column])[error_column]
+            counts.rows_with_errors += len(column) - column.null_count
+        counts.rows_in += rows_in
+        counts.rows_out += rows_out
+        if rows_out != rows_in:
+            missing = len(outputs) - len(present)
+            problems.append(
+                f"{path}: {rows_in} rows in, {rows_out} out ({missing} fragments missing)"
+            )
+        elif id_column and not _same_ids(path, present, id_column):
+            problems.append(
+                f"{path}: the {id_column!r} values of the outputs differ from the input"
+            )
+    return counts, problems
+
+
+def _same_ids(path: str, outputs: list[Path], id_column: str) -> bool:
+    """Whether the outputs hold the input's ids, in the input's order (no row twice)."""
+    ids_in = pq.read_table(path, columns=[id_column])[id_column]
+    ids_out = (
+        pa.concat_arrays(
+            [
+                chunk
+                for out in outputs
+                for chunk in pq.read_table(out, columns=[id_column])[id_column].chunks
+            ]
+        )
+        if outputs
+        else pa.array([], ids_in.type)
+    )
+    return ids_in.combine_chunks().equals(ids_out)
+
+
+def write_manifest(output_dir: Path, manifest: dict) -> None:
+    """The `_SUCCESS` manifest, written last and atomically: its presence means done."""
+    temp = output_dir / f"{TEMP_PREFIX}{MANIFEST_FILE}"
+    temp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(temp, output_dir / MANIFEST_FILE)
