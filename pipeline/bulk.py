@@ -71,6 +71,7 @@ class BulkOptions:
     cpus_per_worker: int = 1
     gpu: bool = False
     via_serve: bool = False
+    serve_app: str = "nmt"  # the application `nmt serve` runs (pipeline.serve.APP_NAME)
     resume: bool = False
     rows_per_fragment: int = 1000  # documents per output file: the unit of work and resume
     max_chars: int = 20_000  # longer documents get an error instead of a translation
@@ -96,7 +97,9 @@ def bulk_translate(model: str | None, input: str, output: str, options: BulkOpti
         for index, fragment in enumerate(fragments)
         if not (output_dir / fragment.output_name).is_file()
     ]
-    workers = run_fragments(pending, output_dir, model_dir, options) if pending else 0
+    workers, peak_rss_mib = (
+        run_fragments(pending, output_dir, model_dir, options) if pending else (0, None)
+    )
     counts, problems = count_outputs(fragments, output_dir, ERROR_COLUMN, options.id_column)
     manifest = {
         **asdict(counts),
@@ -104,6 +107,7 @@ def bulk_translate(model: str | None, input: str, output: str, options: BulkOpti
         "fragments": len(fragments),
         "fragments_translated": len(pending),
         "workers": workers,
+        "worker_peak_rss_mib": peak_rss_mib,
         "job": job,
     }
     if problems:
@@ -142,7 +146,7 @@ def _job_description(files: list[str], model_dir: str | None, options: BulkOptio
     """What makes two runs the same job: `--resume` refuses to mix outputs of different ones."""
     return {
         "inputs": files,
-        "model": model_dir,
+        "model": model_dir or f"serve:{options.serve_app}",
         "via_serve": options.via_serve,
         **{
             key: getattr(options, key)
@@ -163,14 +167,15 @@ def run_fragments(
     output_dir: Path,
     model_dir: str | None,
     options: BulkOptions,
-) -> int:
-    """Stream the pending fragments through an actor pool; returns the pool's size."""
+) -> tuple[int, float]:
+    """Stream the pending fragments through an actor pool; returns the pool's size and the
+    largest peak RSS an actor reported."""
     import ray
 
     if not ray.is_initialized():
         ray.init()  # joins the cluster of RAY_ADDRESS or a running local one, else starts one
     worker_class, constructor, resources = _worker(model_dir, output_dir, options)
-    workers = options.workers or _default_workers(options)
+    workers = min(options.workers or _default_workers(options), len(pending))
     items = [{**asdict(fragment), "index": index} for index, fragment in pending]
     counts = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         worker_class,
@@ -182,10 +187,12 @@ def run_fragments(
         **resources,
     )
     total = sum(fragment.num_rows for _, fragment in pending)
+    peak_rss_mib = 0.0
     with tqdm(total=total, unit="doc", disable=not options.show_progress) as progress:
         for row in counts.iter_rows():
             progress.update(row["rows"])
-    return workers
+            peak_rss_mib = max(peak_rss_mib, row["peak_rss_mib"])
+    return workers, peak_rss_mib
 
 
 def _worker(
@@ -203,9 +210,10 @@ def _worker(
         fail_from_fragment=fail_injection_from_env(),
     )
     if options.via_serve:
-        from pipeline.serve import APP_NAME, TRANSLATOR_DEPLOYMENT
+        from pipeline.serve import TRANSLATOR_DEPLOYMENT
 
-        constructor = {"app_name": APP_NAME, "deployment": TRANSLATOR_DEPLOYMENT}
+        _check_serve_app(options.serve_app)
+        constructor = {"app_name": options.serve_app, "deployment": TRANSLATOR_DEPLOYMENT}
         # reading, splitting and writing are light: leave the CPUs to the Serve replicas
         return ServeWorker, {"settings": settings, **constructor}, {"num_cpus": 0.1}
     device = "cuda" if options.gpu else "cpu"
@@ -214,12 +222,24 @@ def _worker(
     return TranslatorWorker, {"settings": settings, **constructor}, resources
 
 
+def _check_serve_app(app_name: str) -> None:
+    from ray import serve
+
+    running = serve.status().applications
+    if app_name not in running:
+        raise UserError(
+            f"no Serve application {app_name!r} runs on this Ray cluster (running: "
+            f"{sorted(running)}); start one with `nmt serve --model ...`, or drop --via-serve"
+        )
+
+
 def _default_workers(options: BulkOptions) -> int:
+    """Fill what is free now (Serve replicas may hold part of the cluster)."""
     import ray
 
     if options.via_serve:
         return 2  # enough to keep the deployment's queue full while one actor reads or writes
-    resources = ray.cluster_resources()
+    resources = ray.available_resources()
     if options.gpu:
         return max(1, int(resources.get("GPU", 0)))
     return max(1, int(resources.get("CPU", 1) // options.cpus_per_worker))
@@ -241,6 +261,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker")
     parser.add_argument(
         "--via-serve", action="store_true", help="use the running `nmt serve` deployment"
+    )
+    parser.add_argument(
+        "--serve-app", default="nmt", help="Serve application for --via-serve (%(default)s)"
     )
     parser.add_argument("--resume", action="store_true", help="finish the job in --output")
     parser.add_argument(

@@ -13,6 +13,7 @@ Two actors share this work and differ only in who translates sentences:
 from __future__ import annotations
 
 import os
+import resource
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,7 +137,10 @@ class FragmentWorker:
         for row in batch.to_pylist():
             index = row.pop("index")
             counts.append(translate_fragment(Fragment(**row), self.translate, self.settings, index))
-        return {key: [c[key] for c in counts] for key in ("rows", "errors", "sentences")}
+        columns = {key: [c[key] for c in counts] for key in ("rows", "errors", "sentences")}
+        # ru_maxrss is in KiB on Linux: the actor's peak, to show memory stays bounded
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return {**columns, "peak_rss_mib": [round(peak_mib, 1)] * len(counts)}
 
 
 class TranslatorWorker(FragmentWorker):

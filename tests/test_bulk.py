@@ -1,0 +1,285 @@
+"""`nmt bulk-translate`: a small Parquet store of German and Chinese documents through Ray
+Data, checked row for row against the in-process Translator; a killed job resumed; the
+same work through the Serve deployment.
+
+One Ray instance (2 CPUs) for the module. Every job's fragments hold 4 rows, so a 3-file
+store of 30 documents is 9 fragments: enough to kill a job half-way.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.bulk import BulkOptions, bulk_translate
+from pipeline.bulk_store import (
+    JOB_FILE,
+    MANIFEST_FILE,
+    TEMP_PREFIX,
+    count_outputs,
+    find_inputs,
+    plan_fragments,
+)
+from pipeline.bulk_worker import translate_documents
+from pipeline.cli import main as nmt
+from pipeline.errors import UserError
+from pipeline.synthetic import parallel_corpus
+from pipeline.translator import Translator
+
+GERMAN = [german for german, _ in parallel_corpus(60, seed=11)]
+CHINESE = ["一个男人在跑。", "一只狗在公园里玩！", "孩子们在哪里？", "她说：“好。”", "猫在睡觉。"]
+ROWS_PER_FILE = 10
+BEAM = 2
+
+
+def german_document(row: int) -> tuple[str, list[str], list[str]]:
+    """A document of 2 paragraphs; returns it, its sentences and the separators between."""
+    sentences = GERMAN[2 * row : 2 * row + 3]
+    separators = [" ", "\n\n"] if row % 2 else ["\n\n", " "]
+    text = sentences[0] + separators[0] + sentences[1] + separators[1] + sentences[2]
+    return text, sentences, separators
+
+
+def chinese_document(row: int) -> tuple[str, list[str], list[str]]:
+    sentences = [CHINESE[row % 5], CHINESE[(row + 1) % 5], CHINESE[(row + 3) % 5]]
+    return "".join(sentences[:2]) + "\n\n" + sentences[2], sentences, [" ", "\n\n"]
+
+
+def make_store(directory: Path) -> dict[int, tuple[list[str], list[str]]]:
+    """3 files of 10 rows (2 row groups each); returns {id: (sentences, separators)} for the
+    rows that should translate. Row 3 is null, row 4 empty, row 5 too long."""
+    directory.mkdir(parents=True, exist_ok=True)
+    expected = {}
+    for file_index in range(3):
+        ids, texts = [], []
+        for row in range(file_index * ROWS_PER_FILE, (file_index + 1) * ROWS_PER_FILE):
+            build = chinese_document if file_index == 2 else german_document
+            text, sentences, separators = build(row)
+            expected[row] = (sentences, separators)
+            ids.append(row)
+            texts.append(text)
+        texts[3], texts[4], texts[5] = None, "", "Ein Hund läuft. " * 40
+        for row in (3, 4, 5):
+            expected.pop(file_index * ROWS_PER_FILE + row)
+        table = pa.table({"doc_id": ids, "body": texts, "source": [f"file{file_index}"] * 10})
+        pq.write_table(table, directory / f"part-{file_index}.parquet", row_group_size=6)
+    return expected
+
+
+def options(**changes) -> BulkOptions:
+    defaults = dict(
+        text_column="body",
+        id_column="doc_id",
+        beam_size=BEAM,
+        rows_per_fragment=4,
+        max_chars=300,
+        workers=2,
+        show_progress=False,
+    )
+    return BulkOptions(**{**defaults, **changes})
+
+
+def read_output(directory: Path) -> pa.Table:
+    return pads.dataset(directory, format="parquet").to_table()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[None]:
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> tuple[Path, dict]:
+    directory = tmp_path_factory.mktemp("store")
+    return directory, make_store(directory)
+
+
+@pytest.fixture(scope="module")
+def finished_job(ray_cluster, store, tiny_model_dir, tmp_path_factory) -> tuple[Path, dict]:
+    """An uninterrupted job: its output dir and manifest."""
+    output = tmp_path_factory.mktemp("out") / "complete"
+    manifest = bulk_translate(str(tiny_model_dir), str(store[0]), str(output), options())
+    return output, manifest
+
+
+def test_every_row_comes_out_once_translated_in_sentence_order(finished_job, store, tiny_model_dir):
+    output, manifest = finished_job
+    table = read_output(output)
+    assert table.column_names == ["doc_id", "body", "source", "translation", "error"]
+    assert table["doc_id"].to_pylist() == list(range(30)), "every id once, in input order"
+    translator = Translator(tiny_model_dir, beam_size=BEAM)
+    rows = {row["doc_id"]: row for row in table.to_pylist()}
+    for doc_id, (sentences, separators) in store[1].items():
+        translated = [t.text for t in translator.translate(sentences)]
+        # separators in the target's layout: within a line, a space after English
+        expected = translated[0] + separators[0] + translated[1] + separators[1] + translated[2]
+        assert rows[doc_id]["translation"] == expected, f"document {doc_id}"
+        assert rows[doc_id]["error"] is None
+    assert any(rows[i]["translation"].startswith("A ") for i in range(3)), "real translations"
+    assert manifest["sentences"] == 3 * len(store[1]), "Chinese split at 。！？ too"
+    assert (manifest["rows_in"], manifest["rows_out"], manifest["rows_with_errors"]) == (30, 30, 6)
+
+
+def test_bad_rows_get_an_error_and_empty_text_an_empty_translation(finished_job):
+    rows = {row["doc_id"]: row for row in read_output(finished_job[0]).to_pylist()}
+    for first in (0, 10, 20):
+        assert rows[first + 3]["translation"] is None
+        assert rows[first + 3]["error"] == "text is null"
+        assert (rows[first + 4]["translation"], rows[first + 4]["error"]) == ("", None)
+        assert rows[first + 5]["translation"] is None
+        assert "more than --max-chars 300" in rows[first + 5]["error"]
+
+
+def test_manifest_is_written_last_and_no_temporary_file_is_left(finished_job):
+    output, manifest = finished_job
+    assert json.loads((output / MANIFEST_FILE).read_text()) == manifest
+    names = sorted(p.name for p in output.iterdir())
+    assert not [n for n in names if n.startswith(TEMP_PREFIX)]
+    assert len([n for n in names if n.endswith(".parquet")]) == manifest["fragments"] == 9
+
+
+def test_killed_job_resumes_to_the_same_output_without_duplicates(
+    finished_job, store, tiny_model_dir, tmp_path, monkeypatch
+):
+    output = tmp_path / "killed"
+    monkeypatch.setenv("_NMT_BULK_FAIL_FROM_FRAGMENT", "4")
+    with pytest.raises(Exception, match="injected failure"):
+        bulk_translate(str(tiny_model_dir), str(store[0]), str(output), options())
+    monkeypatch.delenv("_NMT_BULK_FAIL_FROM_FRAGMENT")
+    assert not (output / MANIFEST_FILE).exists()
+    kept = {p.name: p.stat().st_mtime_ns for p in output.glob("*.parquet")}
+    assert 0 < len(kept) <= 4, "fragments 4..8 never got their final name"
+    assert list(output.glob(f"{TEMP_PREFIX}*")), "the failed writer left its temp file"
+
+    manifest = bulk_translate(str(tiny_model_dir), str(store[0]), str(output), options(resume=True))
+    assert manifest["fragments_translated"] == 9 - len(kept)
+    assert {
+        p.name: p.stat().st_mtime_ns for p in output.glob("*.parquet") if p.name in kept
+    } == kept
+    assert not list(output.glob(f"{TEMP_PREFIX}*"))
+    assert read_output(output).equals(read_output(finished_job[0]))
+
+
+def test_output_of_a_finished_or_other_job_needs_resume_with_the_same_settings(
+    finished_job, store, tiny_model_dir, tmp_path
+):
+    output = tmp_path / "copy"
+    shutil.copytree(finished_job[0], output)
+    with pytest.raises(UserError, match="already holds .* pass --resume"):
+        bulk_translate(str(tiny_model_dir), str(store[0]), str(output), options())
+    with pytest.raises(UserError, match="another job's results \\(beam_size differ\\)"):
+        bulk_translate(
+            str(tiny_model_dir), str(store[0]), str(output), options(resume=True, beam_size=3)
+        )
+    manifest = bulk_translate(str(tiny_model_dir), str(store[0]), str(output), options(resume=True))
+    assert manifest["fragments_translated"] == 0 and manifest["rows_out"] == 30
+    (output / JOB_FILE).unlink()
+    with pytest.raises(UserError, match="not written by nmt bulk-translate"):
+        bulk_translate(str(tiny_model_dir), str(store[0]), str(output), options(resume=True))
+
+
+def test_missing_or_duplicated_rows_are_reported(finished_job, store, tmp_path):
+    output = tmp_path / "damaged"
+    shutil.copytree(finished_job[0], output)
+    fragments = plan_fragments(find_inputs(str(store[0])), rows_per_fragment=4)
+    (output / fragments[0].output_name).unlink()
+    second = output / fragments[1].output_name
+    table = pq.read_table(second)
+    pq.write_table(
+        pa.concat_tables([table.slice(0, 1), table.slice(0, table.num_rows - 1)]), second
+    )
+    counts, problems = count_outputs(fragments, output, "error", "doc_id")
+    assert counts.rows_in == 30 and counts.rows_out == 26
+    assert len(problems) == 1 and "10 rows in, 6 out (1 fragments missing)" in problems[0]
+    (output / fragments[0].output_name).write_bytes(
+        (finished_job[0] / fragments[0].output_name).read_bytes()
+    )
+    _, problems = count_outputs(fragments, output, "error", "doc_id")
+    assert problems == [
+        f"{fragments[0].path}: the 'doc_id' values of the outputs differ from the input"
+    ]
+
+
+def test_documents_failing_to_translate_get_errors_and_the_rest_translate():
+    def translate(sentences: list[str]) -> list[str]:
+        if "kaputt." in sentences:
+            raise RuntimeError("decoder failed")
+        return [s.upper() for s in sentences]
+
+    texts = ["Eins. Zwei.\n\nDrei!", "kaputt.", 7, "", "  Vier?  "]
+    result = translate_documents(texts, translate, max_chars=100)
+    assert result.translations == ["EINS. ZWEI.\n\nDREI!", None, None, "", "  VIER?  "]
+    assert result.errors[1] == "translation failed: RuntimeError: decoder failed"
+    assert result.errors[2] == "text is not a string but int"
+    assert [e is None for e in result.errors] == [True, False, False, True, True]
+    assert result.sentences == 4
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--text-column", "text"], "has no column 'text' \\(--text-column\\)"),
+        (["--text-column", "body", "--id-column", "id"], "has no column 'id' \\(--id-column\\)"),
+        (["--text-column", "body", "--target-column", "source"], "already has a column 'source'"),
+        (["--text-column", "body", "--beam-size", "0"], "--beam-size must be at least 1"),
+    ],
+)
+def test_cli_rejects_bad_columns_and_options(
+    store, tiny_model_dir, tmp_path, capsys, arguments, message
+):
+    common = [
+        "bulk-translate",
+        "--model",
+        str(tiny_model_dir),
+        "--input",
+        str(store[0] / "*.parquet"),
+    ]
+    assert nmt([*common, "--output", str(tmp_path / "out"), *arguments]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "out").exists(), "nothing written before the input is checked"
+
+
+def test_cli_input_matching_nothing_is_a_clear_error(tiny_model_dir, tmp_path, capsys):
+    arguments = ["--input", str(tmp_path / "*.parquet"), "--output", str(tmp_path / "out")]
+    code = nmt(["bulk-translate", "--model", str(tiny_model_dir), "--text-column", "t", *arguments])
+    assert code == 2
+    assert "matches no files" in capsys.readouterr().err
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_via_serve_gives_the_same_translations(finished_job, store, tiny_model_dir, tmp_path):
+    from ray import serve
+
+    from pipeline.serve import APP_NAME, build_app
+
+    with pytest.raises(UserError, match="no Serve application 'nmt'"):
+        bulk_translate(None, str(store[0]), str(tmp_path / "none"), options(via_serve=True))
+    serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
+    try:
+        app = build_app(tiny_model_dir, num_cpus=0.25, min_replicas=1, max_replicas=1)
+        serve.run(app, name=APP_NAME, route_prefix="/bulk-test")
+        output = tmp_path / "served"
+        manifest = bulk_translate(None, str(store[0]), str(output), options(via_serve=True))
+    finally:
+        serve.shutdown()
+    assert manifest["rows_out"] == 30 and manifest["job"]["model"] == "serve:nmt"
+    served, local = read_output(output), read_output(finished_job[0])
+    assert served.equals(local)
