@@ -177,11 +177,11 @@ def run(args: argparse.Namespace) -> int:
     options = ServeOptions(**options_from_args(args))
     if options.api_key_env and not os.environ.get(options.api_key_env):
         raise UserError(f"--api-key-env names {options.api_key_env}, which is not set; export it")
-    _require_free_port(args.host, args.port)
     from pipeline.translator import Translator
 
     # Load once here so a broken model dir is one clear error, not failing replicas.
     name = Translator(args.model).name
+    _require_free_port(args.host, args.port)
     app = build_app(args.model, **asdict(options))
 
     import ray
