@@ -1,0 +1,291 @@
+"""`nmt prepare`: read, clean and tokenize a parallel corpus with Ray Data into Parquet blocks
+of token ids that training streams from.
+
+Layout written (into a temp dir beside OUT, renamed to OUT only when complete):
+  OUT/stats.json, OUT/spm.src.model, OUT/spm.tgt.model,
+  OUT/train/*.parquet (index, src_ids, tgt_ids, src_len, tgt_len),
+  OUT/valid/*.parquet and OUT/test/<name>/*.parquet (the same + src_text, tgt_text).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import random
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipeline.corpus import CorpusInput, ReadOptions, check_lang, read_blocks, resolve_input
+from pipeline.errors import UserError
+from pipeline.tokenizer import SRC_SPM, TGT_SPM
+
+STATS = "stats.json"
+
+EXAMPLES = """examples:
+  nmt prepare --src-lang de --tgt-lang en --train ../shared/data/multi30k/train \\
+      --valid ../shared/data/multi30k/val --test ../shared/data/multi30k/test_2016_flickr \\
+      --out runs/data/multi30k-de-en
+  nmt prepare --src-lang en --tgt-lang zh --separate-vocab --src-col 0 --tgt-col 1 \\
+      --train ../shared/data/tatoeba/cmn-eng.train.tsv \\
+      --valid ../shared/data/tatoeba/cmn-eng.test.tsv --out runs/data/tatoeba-en-zh
+  nmt prepare --src-lang de --tgt-lang en --src-col de --tgt-col en \\
+      --train 'store/train/*.parquet' --valid store/valid.parquet --out runs/data/store
+
+Inputs: a prefix P (files P.<lang> or P.<lang>.gz, aligned by line), a .tsv file
+(--src-col/--tgt-col are 0-based column numbers) or Parquet: a file, directory or glob
+(--src-col/--tgt-col are column names). Set RAY_ADDRESS to run on a cluster.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--src-lang", required=True, help="source language code, e.g. de")
+    parser.add_argument("--tgt-lang", required=True, help="target language code, e.g. en")
+    parser.add_argument("--train", required=True, help="training corpus (see the input forms)")
+    parser.add_argument("--valid", required=True, help="validation corpus (never filtered)")
+    parser.add_argument(
+        "--test", action="append", default=[], help="test corpus, may be repeated (never filtered)"
+    )
+    parser.add_argument("--out", required=True, help="output directory (must not exist)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--src-col", help="source column: a number (.tsv) or a name (Parquet)")
+    parser.add_argument("--tgt-col", help="target column: a number (.tsv) or a name (Parquet)")
+    parser.add_argument("--vocab-size", type=int, default=8000, help="sentencepiece pieces")
+    parser.add_argument(
+        "--separate-vocab",
+        action="store_true",
+        help="one vocabulary per side (for scripts that share nothing, e.g. zh-en)",
+    )
+    parser.add_argument(
+        "--character-coverage",
+        type=float,
+        default=1.0,
+        help="share of characters sentencepiece must cover (1.0 keeps every Chinese character)",
+    )
+    parser.add_argument(
+        "--spm-sample",
+        type=int,
+        default=200_000,
+        help="training pairs sampled (uniformly, seeded) to train sentencepiece",
+    )
+    parser.add_argument("--max-len", type=int, default=100, help="train: most tokens per side")
+    parser.add_argument(
+        "--max-ratio", type=float, default=3.0, help="train: most tokens longer side / shorter"
+    )
+    parser.add_argument("--dedup", action="store_true", help="train: drop exact duplicate pairs")
+    parser.add_argument(
+        "--skip-invalid-utf8",
+        action="store_true",
+        help="drop (and count) lines that are not UTF-8 instead of stopping with an error",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="tokenizer actors (default: the cluster's CPUs)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sentencepiece sample")
+
+
+def run(args: argparse.Namespace) -> int:
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "run")}
+    started = time.perf_counter()
+    stats = prepare_corpus(**options)
+    print(summary(stats, args.out, time.perf_counter() - started))
+    return 0
+
+
+def is_prepared(path: str | Path) -> bool:
+    """Whether `path` is a complete `nmt prepare` output (stats.json is written last)."""
+    path = Path(path)
+    needed = [path / STATS, path / SRC_SPM, path / TGT_SPM, path / "train", path / "valid"]
+    return all(p.exists() for p in needed)
+
+
+def prepare_corpus(
+    *,
+    src_lang: str,
+    tgt_lang: str,
+    train: str,
+    valid: str,
+    out: str | Path,
+    test: list[str] | tuple[str, ...] = (),
+    overwrite: bool = False,
+    src_col: str | None = None,
+    tgt_col: str | None = None,
+    vocab_size: int = 8000,
+    separate_vocab: bool = False,
+    character_coverage: float = 1.0,
+    spm_sample: int = 200_000,
+    max_len: int = 100,
+    max_ratio: float = 3.0,
+    dedup: bool = False,
+    skip_invalid_utf8: bool = False,
+    workers: int | None = None,
+    seed: int = 0,
+) -> dict:
+    """Prepare a corpus (keyword arguments as on the command line); returns stats.json's dict.
+
+    Runs on the Ray cluster this process is connected to, or starts a local one."""
+    settings = dict(locals())
+    settings["out"], settings["test"] = str(out), list(test)
+    splits = _resolve_splits(src_lang, tgt_lang, train, valid, list(test), src_col, tgt_col)
+    out = Path(out)
+    _check_out(out, overwrite)
+    staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        staging.mkdir(parents=True)
+        stats = _prepare_into(staging, splits, settings)
+        _publish(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return stats
+
+
+def _resolve_splits(src_lang, tgt_lang, train, valid, tests, src_col, tgt_col):
+    """{split name: CorpusInput}; split names are "train", "valid", "test/<name>"."""
+    check_lang(src_lang), check_lang(tgt_lang)
+    if src_lang == tgt_lang:
+        raise UserError(f"--src-lang and --tgt-lang are both '{src_lang}'")
+    splits = {
+        name: resolve_input(spec, src_lang, tgt_lang, src_col, tgt_col)
+        for name, spec in (("train", train), ("valid", valid))
+    }
+    for spec in tests:
+        corpus = resolve_input(spec, src_lang, tgt_lang, src_col, tgt_col)
+        if f"test/{corpus.name}" in splits:
+            raise UserError(f"two --test inputs are both named '{corpus.name}': rename one")
+        splits[f"test/{corpus.name}"] = corpus
+    return splits
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} already exists: pass --overwrite to replace it, or another --out")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a directory")
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Swap the finished staging dir in as `out` (a rename, so `out` is never half-written)."""
+    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+    if out.exists():
+        out.rename(old)
+    staging.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _prepare_into(staging: Path, splits: dict[str, CorpusInput], settings: dict) -> dict:
+    from pipeline.prepare_ray import run_split, start_ray
+
+    seconds = {}
+    with _timed(seconds, "ray_init"):
+        start_ray()
+    with _timed(seconds, "sentencepiece"):
+        src_model, tgt_model = train_vocab(splits["train"], settings)
+    (staging / SRC_SPM).write_bytes(src_model)
+    (staging / TGT_SPM).write_bytes(tgt_model)
+    split_stats = {}
+    for name, corpus in splits.items():
+        with _timed(seconds, name):
+            split_stats[name] = run_split(
+                corpus, staging / name, src_model, tgt_model, settings, name == "train"
+            )
+    stats = {
+        "src_lang": settings["src_lang"],
+        "tgt_lang": settings["tgt_lang"],
+        "joint_vocab": not settings["separate_vocab"],
+        "vocab_size": {"src": _pieces(src_model), "tgt": _pieces(tgt_model)},
+        "splits": split_stats,
+        "settings": settings,
+        "seconds": {name: round(value, 3) for name, value in seconds.items()},
+    }
+    (staging / STATS).write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
+    return stats
+
+
+@contextlib.contextmanager
+def _timed(seconds: dict[str, float], name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    seconds[name] = time.perf_counter() - started
+
+
+def _pieces(model: bytes) -> int:
+    import sentencepiece as spm
+
+    return spm.SentencePieceProcessor(model_proto=model).get_piece_size()
+
+
+# ---------------------------------------------------------------- sentencepiece
+
+
+def sample_pairs(corpus: CorpusInput, options: ReadOptions, size: int, seed: int) -> list:
+    """A uniform sample of up to `size` kept (src, tgt) pairs, read in one streaming pass
+    (reservoir sampling: memory is bounded by `size`, not by the corpus)."""
+    rng = random.Random(seed)
+    reservoir: list[tuple[str, str]] = []
+    seen = 0
+    for block in read_blocks(corpus, options):
+        live = block.filter(block["drop"].is_null())
+        for pair in zip(live["src_text"].to_pylist(), live["tgt_text"].to_pylist(), strict=True):
+            seen += 1
+            if len(reservoir) < size:
+                reservoir.append(pair)
+            elif (slot := rng.randrange(seen)) < size:
+                reservoir[slot] = pair
+    return reservoir
+
+
+def train_vocab(corpus: CorpusInput, settings: dict) -> tuple[bytes, bytes]:
+    """(source, target) sentencepiece models trained on a sample of the cleaned train set;
+    the same model twice when the vocabulary is joint."""
+    from pipeline.tokenizer import train_sentencepiece
+
+    options = ReadOptions(clean=True, skip_invalid_utf8=settings["skip_invalid_utf8"])
+    pairs = sample_pairs(corpus, options, settings["spm_sample"], settings["seed"])
+    if not pairs:
+        raise UserError(f"the training corpus {', '.join(corpus.paths)} has no usable pairs")
+
+    def train(sentences: list[str]) -> bytes:
+        try:
+            return train_sentencepiece(
+                sentences, settings["vocab_size"], settings["character_coverage"]
+            )
+        except RuntimeError as error:
+            raise UserError(
+                f"sentencepiece could not train a vocabulary ({error}): try a larger "
+                "--vocab-size or a --character-coverage below 1.0"
+            ) from None
+
+    src, tgt = [s for s, _ in pairs], [t for _, t in pairs]
+    if not settings["separate_vocab"]:
+        joint = train(src + tgt)
+        return joint, joint
+    return train(src), train(tgt)
+
+
+# ---------------------------------------------------------------- summary
+
+
+def summary(stats: dict, out: str | Path, seconds: float) -> str:
+    """The one-screen report printed at the end of `nmt prepare`."""
+    vocab = stats["vocab_size"]
+    kind = "joint" if stats["joint_vocab"] else "separate"
+    lines = [
+        f"\nPrepared {stats['src_lang']}->{stats['tgt_lang']} into {out} in {seconds:.1f}s",
+        f"vocabulary: {kind}, {vocab['src']} source / {vocab['tgt']} target pieces",
+        f"{'split':<24}{'in':>10}{'kept':>10}  {'src len p50/p95/max':>20}  "
+        f"{'tgt len p50/p95/max':>20}  dropped",
+    ]
+    for name, split in stats["splits"].items():
+        dropped = ", ".join(f"{r} {n}" for r, n in split["dropped"].items()) or "-"
+        lines.append(
+            f"{name:<24}{split['in']:>10,}{split['kept']:>10,}  "
+            f"{_lengths(split['src_len_pct']):>20}  {_lengths(split['tgt_len_pct']):>20}  {dropped}"
+        )
+    return "\n".join(lines)
+
+
+def _lengths(pct: dict) -> str:
+    return f"{pct['p50']}/{pct['p95']}/{pct['max']}" if pct else "-"

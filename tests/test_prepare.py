@@ -1,0 +1,303 @@
+"""`nmt prepare`: alignment through sharding, drop counts, input forms, bad input, real corpora."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import unicodedata
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import ray
+import sentencepiece as spm
+from conftest import require_shared_data
+
+from pipeline import prepare_ray
+from pipeline.cli import main
+from pipeline.prepare import is_prepared, prepare_corpus
+from pipeline.synthetic import parallel_corpus
+
+EN_ZH_TSV = {
+    "src_lang": "en",
+    "tgt_lang": "zh",
+    "separate_vocab": True,
+    "src_col": "0",
+    "tgt_col": "1",
+}
+COLUMNS = ["index", "src_ids", "tgt_ids", "src_len", "tgt_len"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_cluster():
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def small_shards(monkeypatch):
+    """Small blocks and files, so a few thousand pairs cross many blocks, actors and files."""
+    monkeypatch.setattr(prepare_ray, "BATCH_ROWS", 300)
+    monkeypatch.setattr(prepare_ray, "ROWS_PER_FILE", 700)
+    monkeypatch.setattr(prepare_ray, "TARGET_BLOCK_BYTES", 20_000)
+
+
+def write_pair(prefix: Path, pairs: list[tuple[str, str]], langs=("de", "en"), gz=True) -> str:
+    """P.<src>[.gz] and P.<tgt>[.gz], one sentence a line; returns the prefix."""
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    for side, lang in enumerate(langs):
+        data = "".join(pair[side] + "\n" for pair in pairs).encode()
+        path = Path(f"{prefix}.{lang}" + (".gz" if gz else ""))
+        path.write_bytes(gzip.compress(data) if gz else data)
+    return str(prefix)
+
+
+def read_split(directory: Path) -> list[dict]:
+    return sorted(pq.read_table(directory).to_pylist(), key=lambda row: row["index"])
+
+
+def tokenizers(out: Path) -> tuple[spm.SentencePieceProcessor, spm.SentencePieceProcessor]:
+    return tuple(
+        spm.SentencePieceProcessor(model_file=str(out / f"spm.{side}.model"))
+        for side in ("src", "tgt")
+    )
+
+
+def prepare(tmp_path: Path, train: str, valid: str, **options) -> tuple[Path, dict]:
+    out = tmp_path / "out"
+    options = {"vocab_size": 150, "src_lang": "de", "tgt_lang": "en"} | options
+    return out, prepare_corpus(train=train, valid=valid, out=out, **options)
+
+
+def run_cli(*args: str) -> int:
+    return main(["prepare", *args])
+
+
+# ---------------------------------------------------------------- the pipeline's logic
+
+
+def test_every_pair_maps_back_to_its_input_line_through_sharding(tmp_path, small_shards):
+    pairs = parallel_corpus(3000, seed=1)
+    train = write_pair(tmp_path / "data" / "train", pairs)
+    valid = write_pair(tmp_path / "data" / "valid", pairs[:500], gz=False)
+    out, stats = prepare(tmp_path, train, valid, max_ratio=10)
+
+    assert is_prepared(out)
+    assert len(list((out / "train").glob("*.parquet"))) > 1  # really sharded
+    split = stats["splits"]["train"]
+    assert (split["in"], split["kept"], split["dropped"]) == (3000, 3000, {})
+    src, tgt = tokenizers(out)
+    rows = read_split(out / "train")
+    assert [row["index"] for row in rows] == list(range(3000))
+    for row in rows:
+        assert src.decode(row["src_ids"]) == pairs[row["index"]][0]
+        assert tgt.decode(row["tgt_ids"]) == pairs[row["index"]][1]
+        assert (row["src_len"], row["tgt_len"]) == (len(row["src_ids"]), len(row["tgt_ids"]))
+    schema = pq.read_schema(next((out / "train").glob("*.parquet")))
+    assert schema.names == COLUMNS
+    assert schema.field("src_ids").type == pa.list_(pa.int32())
+    assert schema.field("src_len").type == pa.int32()
+
+
+def test_train_drops_are_counted_by_reason_and_valid_keeps_everything(tmp_path):
+    good = list(dict.fromkeys(parallel_corpus(400, seed=2)))  # distinct pairs
+    long_german = " ".join(["Ein Mann läuft im Park."] * 12)
+    bad = [
+        ("", "A man runs."),  # empty source
+        ("Ein Mann läuft.", "   "),  # empty target after whitespace normalisation
+        (long_german, long_german),  # too long on both sides
+        ("Ja.", "A man runs in the park while a woman waits on the street."),  # ratio
+        good[0],  # exact duplicate of pair 0
+        (good[1][0].replace(" ", "  "), good[1][1]),  # duplicate once whitespace is normalised
+    ]
+    pairs = good + bad
+    train = write_pair(tmp_path / "data" / "train", pairs)
+    out, stats = prepare(tmp_path, train, train, max_len=60, max_ratio=3.0, dedup=True)
+
+    split = stats["splits"]["train"]
+    assert split["dropped"] == {"duplicate": 2, "empty": 2, "length_ratio": 1, "too_long": 1}
+    assert (split["in"], split["kept"]) == (len(pairs), len(good))
+    kept = {row["index"] for row in read_split(out / "train")}
+    assert kept == set(range(len(good)))
+    assert split["src_len_pct"]["max"] <= 60
+
+    valid_rows = read_split(out / "valid")  # the same pairs: nothing dropped, raw text kept
+    assert stats["splits"]["valid"]["kept"] == len(pairs)
+    assert [(row["src_text"], row["tgt_text"]) for row in valid_rows] == pairs
+    assert valid_rows[len(good)]["src_ids"] == []
+
+
+def test_tsv_with_chinese_and_parquet_inputs_with_separate_vocab(tmp_path):
+    zh = ["我们在公园里散步。", "他喜欢喝茶。", "今天天气很好。", "她在看书。"]
+    en = ["We walk in the park.", "He likes tea.", "The weather is nice today.", "She reads."]
+    lines = [f"{e}\t{z}\tCC-BY 2.0 (France) Attribution\n" for e, z in zip(en, zh, strict=True)]
+    tsv = tmp_path / "cmn-eng.train.tsv"
+    tsv.write_text("".join(lines * 50), encoding="utf-8")
+    store = tmp_path / "store"
+    store.mkdir()
+    for part in range(2):  # the index runs on across files, in sorted file order
+        table = pa.table({"english": en[part * 2 : part * 2 + 2], "chinese": zh[part * 2 :][:2]})
+        pq.write_table(table, store / f"part-{part}.parquet")
+
+    out, stats = prepare(tmp_path, str(tsv), str(tsv), vocab_size=60, **EN_ZH_TSV)
+    assert not stats["joint_vocab"]
+    assert (out / "spm.src.model").read_bytes() != (out / "spm.tgt.model").read_bytes()
+    assert stats["splits"]["train"]["kept"] == 200
+    src, tgt = tokenizers(out)
+    valid = read_split(out / "valid")
+    assert {tgt.decode(row["tgt_ids"]) for row in valid} == set(zh)
+    assert all(1 not in row["tgt_ids"] for row in valid)  # no <unk>: every character covered
+
+    parquet_out = tmp_path / "from-parquet"
+    prepare_corpus(
+        src_lang="en",
+        tgt_lang="zh",
+        train=str(store),
+        valid=str(store / "part-1.parquet"),
+        test=[str(store / "*.parquet")],
+        out=parquet_out,
+        src_col="english",
+        tgt_col="chinese",
+        vocab_size=100,
+    )
+    rows = read_split(parquet_out / "test" / "store")
+    assert [(row["index"], row["src_text"], row["tgt_text"]) for row in rows] == [
+        (i, e, z) for i, (e, z) in enumerate(zip(en, zh, strict=True))
+    ]
+
+
+def test_cli_prints_a_summary_and_refuses_to_overwrite(tmp_path, capsys):
+    pairs = parallel_corpus(300, seed=3)
+    train = write_pair(tmp_path / "train", pairs)
+    test = write_pair(tmp_path / "test_2016_flickr", pairs[:20])
+    out = tmp_path / "out"
+    args = ["--src-lang", "de", "--tgt-lang", "en", "--train", train, "--valid", train]
+    args += ["--test", test, "--out", str(out), "--vocab-size", "100"]
+
+    assert run_cli(*args) == 0
+    printed = capsys.readouterr().out
+    assert "test/test_2016_flickr" in printed and "300" in printed
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["settings"]["vocab_size"] == 100
+    assert stats["splits"]["test/test_2016_flickr"]["kept"] == 20
+    assert (out / "spm.src.model").read_bytes() == (out / "spm.tgt.model").read_bytes()
+
+    assert run_cli(*args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert run_cli(*args, "--overwrite", "--max-len", "50") == 0
+    assert json.loads((out / "stats.json").read_text())["settings"]["max_len"] == 50
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.fixture
+def corpus_dir(tmp_path) -> Path:
+    write_pair(tmp_path / "good", parallel_corpus(200, seed=4))
+    write_pair(tmp_path / "short", parallel_corpus(10, seed=4))
+    (tmp_path / "short.en.gz").write_bytes(gzip.compress(b"one\ntwo\n"))
+    (tmp_path / "empty.de").write_text("")
+    (tmp_path / "empty.en").write_text("")
+    lines = [f"{de}\n".encode() for de, _ in parallel_corpus(5, seed=5)]
+    lines[3] = b"Ein Mann l\xe4uft.\n"  # Latin-1, not UTF-8: line 4
+    (tmp_path / "latin1.de").write_bytes(b"".join(lines))
+    (tmp_path / "latin1.en").write_text("".join(f"{en}\n" for _, en in parallel_corpus(5, 5)))
+    pq.write_table(pa.table({"de": ["a"], "english": ["b"]}), tmp_path / "store.parquet")
+    (tmp_path / "pairs.tsv").write_text("Hallo\tHello\nNur eine Spalte\n")
+    return tmp_path
+
+
+BAD_INPUTS = {
+    "misaligned train": (["--train", "short"], ["short.de.gz has 10 lines", "short.en.gz has 2"]),
+    "misaligned valid": (["--valid", "short"], ["short.de.gz has 10 lines", "short.en.gz has 2"]),
+    "invalid utf-8": (["--valid", "latin1"], ["latin1.de line 4 is not valid UTF-8"]),
+    "missing file": (["--train", "nowhere"], ["no ", "nowhere.de[.gz]"]),
+    "unknown language": (["--tgt-lang", "fr"], ["good.fr[.gz]", "has languages de, en"]),
+    "bad language code": (["--src-lang", "german!"], ["not a language code"]),
+    "empty corpus": (["--valid", "empty"], ["has no sentence pairs"]),
+    "missing column": (
+        ["--valid", "store.parquet", "--src-col", "de", "--tgt-col", "en"],
+        ["has no column en", "its columns are de, english"],
+    ),
+    "tsv without columns": (["--valid", "pairs.tsv"], ["--src-col and --tgt-col"]),
+    "tsv short line": (
+        ["--valid", "pairs.tsv", "--src-col", "0", "--tgt-col", "1"],
+        ["pairs.tsv line 2 has 1 tab-separated columns"],
+    ),
+}
+
+
+@pytest.mark.parametrize("change, expected", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+def test_bad_input_is_one_clear_line_and_leaves_no_output(corpus_dir, capsys, change, expected):
+    options = {"--src-lang": "de", "--tgt-lang": "en", "--train": "good", "--valid": "good"}
+    options |= dict(zip(change[::2], change[1::2], strict=True))
+    for key in ("--train", "--valid"):
+        if not options[key].startswith("/"):
+            options[key] = str(corpus_dir / options[key])
+    out = corpus_dir / "out"
+    args = [item for pair in options.items() for item in pair]
+
+    assert run_cli(*args, "--out", str(out), "--vocab-size", "80") == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("nmt prepare: error: ") and "\n" not in error
+    assert all(part in error for part in expected), error
+    assert not out.exists()
+    assert not list(corpus_dir.glob(".out.tmp-*"))  # the staging dir is cleaned up
+
+
+def test_skip_invalid_utf8_drops_and_counts_the_line(corpus_dir):
+    latin1 = str(corpus_dir / "latin1")
+    out, stats = prepare(corpus_dir, latin1, latin1, vocab_size=60, skip_invalid_utf8=True)
+    for split in ("train", "valid"):
+        assert stats["splits"][split]["dropped"] == {"invalid_utf8": 1}
+        assert [row["index"] for row in read_split(out / split)] == [0, 1, 2, 4]
+
+
+# ---------------------------------------------------------------- real corpora
+
+
+def test_multi30k_de_en(tmp_path):
+    data = require_shared_data() / "multi30k"
+    out, stats = prepare(
+        tmp_path,
+        str(data / "train"),
+        str(data / "val"),
+        test=[str(data / "test_2016_flickr")],
+        vocab_size=8000,
+    )
+    splits = stats["splits"]
+    assert (splits["train"]["in"], splits["valid"]["in"]) == (29000, 1014)
+    assert splits["train"]["kept"] + sum(splits["train"]["dropped"].values()) == 29000
+    assert splits["train"]["kept"] > 28500
+    assert (splits["valid"]["kept"], splits["test/test_2016_flickr"]["kept"]) == (1014, 1000)
+    assert stats["vocab_size"] == {"src": 8000, "tgt": 8000}
+    with gzip.open(data / "val.de.gz", "rt", encoding="utf-8") as handle:
+        german = handle.read().splitlines()
+    src, _ = tokenizers(out)
+    valid = read_split(out / "valid")
+    assert [row["src_text"] for row in valid] == german
+    assert sum(src.decode(row["src_ids"]) == row["src_text"] for row in valid) > 1000
+
+
+def test_tatoeba_en_zh_tsv(tmp_path):
+    data = require_shared_data() / "tatoeba"
+    out, stats = prepare(
+        tmp_path,
+        str(data / "cmn-eng.train.tsv"),
+        str(data / "cmn-eng.test.tsv"),
+        vocab_size=8000,
+        **EN_ZH_TSV,
+    )
+    assert stats["splits"]["train"]["in"] == 27155
+    assert stats["splits"]["train"]["kept"] > 26000
+    assert stats["splits"]["valid"]["kept"] == 1000
+    _, tgt = tokenizers(out)
+    valid = read_split(out / "valid")
+    ids = [i for row in valid for i in row["tgt_ids"]]
+    assert sum(i == tgt.unk_id() for i in ids) < 0.01 * len(ids)  # Chinese characters kept
+    # sentencepiece normalises with NFKC: full-width punctuation comes back half-width
+    nfkc = [unicodedata.normalize("NFKC", row["tgt_text"]) for row in valid]
+    decoded = [tgt.decode(row["tgt_ids"]) for row in valid]
+    assert sum(d == n for d, n in zip(decoded, nfkc, strict=True)) > 950
