@@ -84,5 +84,7 @@ def build_tiny_model_dir(directory: Path, steps: int = 150, seed: int = 0) -> Pa
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    torch.set_num_threads(2)
+    # One thread: the tiny model's ops are too small to share, and two threads spin-waiting on
+    # each other on a busy 2-core machine turned a 5 s build into 3 minutes.
+    torch.set_num_threads(1)
     return build_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model")
