@@ -142,9 +142,18 @@ def prepare_corpus(
     return stats
 
 
-def _resolve_splits(src_lang, tgt_lang, train, valid, tests, src_col, tgt_col):
+def _resolve_splits(
+    src_lang: str,
+    tgt_lang: str,
+    train: str,
+    valid: str,
+    tests: list[str],
+    src_col: str | None,
+    tgt_col: str | None,
+) -> dict[str, CorpusInput]:
     """{split name: CorpusInput}; split names are "train", "valid", "test/<name>"."""
-    check_lang(src_lang), check_lang(tgt_lang)
+    for code in (src_lang, tgt_lang):
+        check_lang(code)
     if src_lang == tgt_lang:
         raise UserError(f"--src-lang and --tgt-lang are both '{src_lang}'")
     splits = {

@@ -10,6 +10,7 @@ Blocks stream through with Ray Data's backpressure, so memory does not grow with
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,8 +33,12 @@ TARGET_BLOCK_BYTES = 4 << 20
 def start_ray() -> None:
     """Connect to the cluster (RAY_ADDRESS, or the one a Ray job runs in), or start a local
     one; a process that already called ray.init() keeps its own."""
-    if not ray.is_initialized():
-        ray.init(logging_level="WARNING", configure_logging=True)
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(logging_level="WARNING")
+    else:  # a cluster that lives as long as this command: no dashboard to start
+        ray.init(logging_level="WARNING", include_dashboard=False)
 
 
 def tokenizer_actors(requested: int | None) -> int:
