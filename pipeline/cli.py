@@ -25,12 +25,14 @@ EXAMPLES = """examples:
   nmt prepare --src-lang de --tgt-lang en --train ../shared/data/multi30k/train \\
       --valid ../shared/data/multi30k/val --test ../shared/data/multi30k/test_2016_flickr \\
       --out runs/data/multi30k-de-en
-  nmt train --data runs/data/multi30k-de-en --out runs/exp/de-en --config configs/multi30k_de_en.yaml
+  nmt train --data runs/data/multi30k-de-en --out runs/exp/de-en \\
+      --config configs/multi30k_de_en.yaml
   echo "Ein Mann fährt Fahrrad." | nmt translate --model runs/exp/de-en
   nmt evaluate --model runs/exp/de-en --src ../shared/data/multi30k/test_2016_flickr.de.gz \\
       --ref ../shared/data/multi30k/test_2016_flickr.en.gz
   nmt serve --model runs/exp/de-en --port 8000
-  nmt bulk-translate --model runs/exp/de-en --input 'store/*.parquet' --output out/ --text-column text
+  nmt bulk-translate --model runs/exp/de-en --input 'store/*.parquet' --output out/ \\
+      --text-column text
 
 Run `nmt COMMAND --help` for a command's options and examples.
 """
