@@ -12,9 +12,15 @@ import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pipeline.errors import UserError
 from pipeline.translate import add_decoding_arguments, load_translator
+
+if TYPE_CHECKING:
+    from sacrebleu.metrics import BLEU, CHRF
+
+    from pipeline.translator import Translator
 
 EXAMPLES = """examples:
   nmt evaluate --model runs/exp/de-en --src ../shared/data/multi30k/test_2016_flickr.de.gz \\
@@ -112,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def decode(translator, sources: list[str]) -> tuple[list[str], float]:
+def decode(translator: Translator, sources: list[str]) -> tuple[list[str], float]:
     """The translations of `sources` and the seconds the decoding took."""
     start = time.perf_counter()
     hypotheses = [translation.text for translation in translator.translate(sources)]
@@ -120,7 +126,11 @@ def decode(translator, sources: list[str]) -> tuple[list[str], float]:
 
 
 def score_system(
-    translator, hypotheses: list[str], seconds: float, references: list[list[str]], tokenize
+    translator: Translator,
+    hypotheses: list[str],
+    seconds: float,
+    references: list[list[str]],
+    tokenize: str | None,
 ) -> dict:
     """BLEU, chrF and speed of one model's translations, with the settings that made them."""
     bleu, chrf = metrics(translator.meta.get("tgt_lang"), tokenize)
@@ -138,7 +148,7 @@ def score_system(
     }
 
 
-def metrics(tgt_lang: str | None, tokenize: str | None):
+def metrics(tgt_lang: str | None, tokenize: str | None) -> tuple[BLEU, CHRF]:
     """sacreBLEU's BLEU (zh tokenizer for Chinese targets unless `tokenize` says) and chrF."""
     from sacrebleu.metrics import BLEU, CHRF
 
@@ -179,7 +189,14 @@ def length_buckets(lengths: list[int], width: int, min_count: int) -> list[Bucke
     return buckets
 
 
-def by_length(sources, references, systems, hypotheses_by_system, translators, args) -> dict:
+def by_length(
+    sources: list[str],
+    references: list[list[str]],
+    systems: list[dict],
+    hypotheses_by_system: list[list[str]],
+    translators: list[Translator],
+    args: argparse.Namespace,
+) -> dict:
     """BLEU of every system per source-length bucket (buckets from the first model's source
     language); draws the plot to args.by_length."""
     from pipeline.plots import bleu_by_length_plot

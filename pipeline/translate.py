@@ -7,8 +7,12 @@ import itertools
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.errors import UserError
+
+if TYPE_CHECKING:  # imported lazily at run time: torch is slow to import, --help should not be
+    from pipeline.translator import Translation, Translator
 
 EXAMPLES = """examples:
   echo "Ein Mann fährt Fahrrad." | nmt translate --model runs/exp/de-en
@@ -58,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_decoding_arguments(parser)
 
 
-def load_translator(model: str, args: argparse.Namespace):
+def load_translator(model: str, args: argparse.Namespace) -> Translator:
     """A Translator for `model` with the decoding options in `args`, checked first."""
     import torch
 
@@ -100,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_line(source: str, translation, n_best: int) -> str:
+def format_line(source: str, translation: Translation, n_best: int) -> str:
     """The best translation, or with n_best > 1 its candidates as text<TAB>score pairs.
     A blank input line gives a blank output line either way."""
     if n_best == 1 or not source.strip():
@@ -112,7 +116,7 @@ class AttentionPlots:
     """Draws heatmaps for translated lines: the first non-blank line into one PNG, or every
     non-blank line into a directory."""
 
-    def __init__(self, target: str, translator) -> None:
+    def __init__(self, target: str, translator: Translator) -> None:
         if translator.model.config.attention == "none":
             raise UserError(
                 f"{translator.name} has no attention (a fixed-context baseline): nothing to plot"
@@ -125,7 +129,7 @@ class AttentionPlots:
     def wants_more(self) -> bool:
         return not (self.single and self.drawn)
 
-    def draw(self, first_line: int, sources: list[str], translations: list) -> None:
+    def draw(self, first_line: int, sources: list[str], translations: list[Translation]) -> None:
         from pipeline.plots import attention_heatmap
 
         for line, source, translation in zip(
