@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `nmt ... | head` closed the pipe: not an error worth a trace
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -79,10 +79,12 @@ class TrainSummary:
     steps: int
     best_bleu: float
     model_dir: Path
+    resumes: int = 0
 
     def describe(self) -> str:
+        resumed = f" (resumed {self.resumes}x from checkpoints)" if self.resumes else ""
         return (
-            f"trained {self.steps} steps; best validation BLEU {self.best_bleu:.2f}\n"
+            f"trained {self.steps} steps{resumed}; best validation BLEU {self.best_bleu:.2f}\n"
             f"  model:   {self.model_dir}\n  metrics: {self.out_dir / 'metrics.csv'}\n"
             f"  plot:    {self.out_dir / 'training.png'}"
         )
@@ -250,7 +252,9 @@ def export_run(result, data_dir: Path, out_dir: Path, stats: dict) -> TrainSumma
         progress = json.loads((Path(directory) / PROGRESS_FILE).read_text())
     write_metrics(progress["history"], out_dir / "metrics.csv")
     plot_training(progress["history"], out_dir / "training.png")
-    return TrainSummary(out_dir, progress["step"], progress["best_bleu"], model_dir)
+    return TrainSummary(
+        out_dir, progress["step"], progress["best_bleu"], model_dir, progress["resumes"]
+    )
 
 
 def write_metrics(history: list[dict], path: Path) -> None:

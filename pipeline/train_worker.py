@@ -41,6 +41,7 @@ class Progress:
     epoch: int = 0
     batches_in_epoch: int = 0  # to skip roughly what this epoch already trained on, on resume
     elapsed_seconds: float = 0.0  # training time across restarts (for --time-budget)
+    resumes: int = 0  # restarts from a checkpoint: re-runs of the command and worker failures
     best_bleu: float = -1.0
     validations_without_improvement: int = 0
     history: list[dict] = field(default_factory=list)  # one row per validation
@@ -85,6 +86,7 @@ class WorkerRun:
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.progress = Progress(**progress)
+        self.progress.resumes += 1
         self.log(f"resumed from step {self.progress.step} (epoch {self.progress.epoch})")
 
     def report(self, metrics: dict) -> None:

@@ -53,7 +53,7 @@ def test_rerunning_the_same_command_resumes(data_dir, tmp_path):
     first = train_model(data_dir, out, TINY.override(max_steps=40, valid_every=20))
     assert first.steps == 40
     second = train_model(data_dir, out, TINY.override(max_steps=80, valid_every=20))
-    assert second.steps == 80
+    assert second.steps == 80 and second.resumes == 1
     assert [int(r["step"]) for r in metric_rows(out)] == [20, 40, 60, 80]
     assert (out / "model" / "weights.pt").is_file()
 
@@ -63,7 +63,7 @@ def test_a_worker_failure_restarts_from_the_last_checkpoint(data_dir, tmp_path, 
     monkeypatch.setenv(FAULT_ENV, "30")
     summary = train_model(data_dir, out, TINY.override(workers=2, max_steps=50, valid_every=20))
     assert (out / "injected_fault_done").read_text() == "30"  # it did fail, at step 30
-    assert summary.steps == 50
+    assert summary.steps == 50 and summary.resumes == 1
     # Restarted from the step-20 checkpoint, so steps 21..30 ran twice but were counted once.
     assert [int(r["step"]) for r in metric_rows(out)] == [20, 40, 50]
 
