@@ -39,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, help="data-parallel workers (default 1)")
     parser.add_argument("--gpu", action="store_true", default=None, help="one GPU per worker")
     parser.add_argument("--cpus-per-worker", type=float, help="default: leave one CPU for Ray Data")
+    parser.add_argument(
+        "--threads-per-worker",
+        type=int,
+        help="torch threads per worker (default: the node's cores / workers)",
+    )
     limits = parser.add_mutually_exclusive_group()
     limits.add_argument("--max-steps", type=int)
     limits.add_argument("--max-epochs", type=int)
@@ -63,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         gpu=args.gpu,
         cpus_per_worker=args.cpus_per_worker,
+        threads_per_worker=args.threads_per_worker,
         max_steps=args.max_steps,
         max_epochs=args.max_epochs,
         time_budget_minutes=args.time_budget,
@@ -80,6 +86,8 @@ class TrainSummary:
     best_bleu: float
     model_dir: Path
     resumes: int = 0
+    target_tokens: int = 0
+    train_seconds: float = 0.0  # excluding validation
 
     def describe(self) -> str:
         resumed = f" (resumed {self.resumes}x from checkpoints)" if self.resumes else ""
@@ -214,6 +222,8 @@ def _threads_per_worker(config: TrainConfig, cpus_per_worker: float) -> int:
     light next to the model's matmuls); on a cluster, what each worker reserved."""
     import ray
 
+    if config.threads_per_worker:
+        return config.threads_per_worker
     if len(ray.nodes()) == 1:
         return max(1, (os.cpu_count() or 1) // config.workers)
     return max(1, int(cpus_per_worker))
@@ -253,12 +263,27 @@ def export_run(result, data_dir: Path, out_dir: Path, stats: dict) -> TrainSumma
     write_metrics(progress["history"], out_dir / "metrics.csv")
     plot_training(progress["history"], out_dir / "training.png")
     return TrainSummary(
-        out_dir, progress["step"], progress["best_bleu"], model_dir, progress["resumes"]
+        out_dir,
+        progress["step"],
+        progress["best_bleu"],
+        model_dir,
+        progress["resumes"],
+        progress["target_tokens"],
+        progress["elapsed_seconds"],
     )
 
 
 def write_metrics(history: list[dict], path: Path) -> None:
-    columns = ["step", "epoch", "elapsed_seconds", "train_loss", "valid_loss", "valid_bleu", "lr"]
+    columns = [
+        "step",
+        "epoch",
+        "elapsed_seconds",
+        "target_tokens",
+        "train_loss",
+        "valid_loss",
+        "valid_bleu",
+        "lr",
+    ]
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()

@@ -47,6 +47,7 @@ class TrainConfig:
     cpus_per_worker: float | None = None  # default: leave one CPU for Ray Data
     # Extra Ray resources each worker needs, e.g. {"accelerator_type:A10G": 0.01} or a custom
     # resource that only some node types offer.
+    threads_per_worker: int | None = None  # torch threads; default: the node's cores / workers
     worker_resources: dict = field(default_factory=dict)
     precision: str = "auto"  # "auto" (bf16 autocast on GPU, fp32 on CPU) | "fp32" | "bf16"
     seed: int = 1

@@ -41,6 +41,7 @@ class Progress:
     epoch: int = 0
     batches_in_epoch: int = 0  # to skip roughly what this epoch already trained on, on resume
     elapsed_seconds: float = 0.0  # training time across restarts (for --time-budget)
+    target_tokens: int = 0  # trained on, all workers together, up to the last checkpoint
     resumes: int = 0  # restarts from a checkpoint: re-runs of the command and worker failures
     best_bleu: float = -1.0
     validations_without_improvement: int = 0
@@ -72,6 +73,8 @@ class WorkerRun:
         self.progress = Progress()
         self.autocast = _autocast_dtype(self.settings["precision"], self.device)
         self.started = time.perf_counter()
+        self.tokens_since_report = 0
+        self.last_loss: float | None = None
 
     # -- checkpoints ------------------------------------------------------------------------
     def restore(self, checkpoint: ray.train.Checkpoint | None) -> None:
@@ -107,6 +110,7 @@ class WorkerRun:
 
     # -- the loop -----------------------------------------------------------------------------
     def train(self, shard) -> None:
+        self.started = time.perf_counter()  # the clock runs from the first batch asked for
         meter = ThroughputMeter()
         last_validated = self.progress.step if self.progress.history else -1
         stop = self.progress.step >= (self.settings["max_steps"] or math.inf)
@@ -125,6 +129,8 @@ class WorkerRun:
                 self.progress.batches_in_epoch += 1
                 self.schedule.after_step(self.progress.step)
                 meter.add(result.num_tokens, batch.padding_fraction)
+                self.tokens_since_report += result.num_tokens
+                self.last_loss = result.loss
                 self.maybe_inject_fault()
                 if self.progress.step % self.settings["log_every"] == 0:
                     self.log_progress(result.loss, meter)
@@ -140,7 +146,7 @@ class WorkerRun:
                 stop = self.progress.epoch >= (self.settings["max_epochs"] or math.inf)
             stop = stop or self.should_stop()
         if last_validated != self.progress.step:
-            self.validate_and_report(None)  # the final checkpoint
+            self.validate_and_report(self.last_loss)  # the final checkpoint
 
     def epoch_batches(self, shard) -> Iterator[Batch]:
         config, max_len = self.model_config, self.settings["max_len"]
@@ -175,6 +181,13 @@ class WorkerRun:
         dist.all_reduce(value, op=dist.ReduceOp.MIN)
         return bool(value.item())
 
+    def sum_over_workers(self, value: int) -> int:
+        if self.world_size == 1:
+            return value
+        total = torch.tensor([value], dtype=torch.long, device=self.device)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return int(total.item())
+
     def should_stop(self) -> bool:
         """Same answer on every worker: any worker's clock or rank 0's early stop counts."""
         settings, progress = self.settings, self.progress
@@ -194,7 +207,13 @@ class WorkerRun:
     def validate_and_report(self, train_loss: float | None) -> None:
         self.progress.elapsed_seconds += time.perf_counter() - self.started
         self.started = time.perf_counter()
-        metrics = {"step": self.progress.step, "epoch": self.progress.epoch}
+        self.progress.target_tokens += self.sum_over_workers(self.tokens_since_report)
+        self.tokens_since_report = 0
+        metrics = {
+            "step": self.progress.step,
+            "epoch": self.progress.epoch,
+            "target_tokens": self.progress.target_tokens,
+        }
         if self.rank == 0:
             bleu, valid_loss = self.validate()
             improved = bleu > self.progress.best_bleu

@@ -1,0 +1,86 @@
+"""Training throughput: the plain PyTorch loop (models.training.train_step) vs the same step
+under Ray Train with 1 and 2 workers, same model, data and number of steps, in one run.
+
+    .venv/bin/python benchmarks/bench_train.py --data runs/data/multi30k-de-en --steps 60
+
+Target tokens/s counts real target tokens (bos/eos included, padding excluded). Ray Train's
+figure covers the whole worker loop (Ray Data streaming, bucketing, DDP), validation excluded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import ray
+import torch
+
+from models.config import ModelConfig
+from models.seq2seq import Seq2Seq
+from models.training import collate, token_batches, train_step
+from pipeline.train import train_model
+from pipeline.train_config import TrainConfig
+
+RECIPE = Path(__file__).resolve().parents[1] / "configs" / "multi30k_de_en.yaml"
+
+
+def plain_loop(data: Path, config: TrainConfig, steps: int) -> float:
+    """Target tokens/s of the foundation's train_step over the same data."""
+    table = pq.read_table(data / "train", columns=["src_ids", "tgt_ids"]).to_pydict()
+    pairs = list(zip(table["src_ids"], table["tgt_ids"], strict=True))
+    torch.manual_seed(config.seed)
+    model = Seq2Seq(ModelConfig(8000, 8000, **config.model))
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    tokens, done, start = 0, 0, time.perf_counter()
+    while done < steps:
+        for chunk in token_batches(pairs, config.max_tokens, config.bucket_window, seed=done):
+            result = train_step(
+                model, collate(chunk, 0, 2, 3), optimizer, config.label_smoothing, config.clip_norm
+            )
+            tokens, done = tokens + result.num_tokens, done + 1
+            if done == steps:
+                break
+    return tokens / (time.perf_counter() - start)
+
+
+def ray_train(data: Path, config: TrainConfig, workers: int, steps: int) -> float:
+    with tempfile.TemporaryDirectory() as out:
+        summary = train_model(data, out, config.override(workers=workers, max_steps=steps))
+    return summary.target_tokens / summary.train_seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=Path("runs/data/multi30k-de-en"))
+    parser.add_argument("--steps", type=int, default=60)
+    args = parser.parse_args()
+    config = TrainConfig.from_yaml(RECIPE).override(
+        valid_every=10**9,
+        valid_max_sentences=32,
+        time_budget_minutes=None,
+        early_stopping_patience=None,
+        log_every=10**9,
+    )
+    torch.set_num_threads(2)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    results = {"plain PyTorch loop (2 threads)": plain_loop(args.data, config, args.steps)}
+    results["Ray Train, 1 worker"] = ray_train(args.data, config, 1, args.steps)
+    results["Ray Train, 2 workers (DDP)"] = ray_train(args.data, config, 2, args.steps)
+    plain = results["plain PyTorch loop (2 threads)"]
+    print(
+        f"\n{args.steps} steps, max_tokens {config.max_tokens}, "
+        f"{Seq2Seq(ModelConfig(8000, 8000, **config.model)).num_parameters():,} parameters"
+    )
+    print("| setup | target tokens/s | vs plain loop | vs Joey NMT (365 tok/s) |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, speed in results.items():
+        print(f"| {name} | {speed:,.0f} | {speed / plain:.2f}x | {speed / 365:.1f}x |")
+
+
+if __name__ == "__main__":
+    main()
