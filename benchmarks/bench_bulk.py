@@ -9,7 +9,8 @@ Prints sentences/s, the ratio per CPU to the in-process figure, and the largest 
 of a bulk actor for the x1 and x10 stores (flat means memory is bounded by a fragment, not
 by the store). Figures on a shared machine move with whatever else runs there.
 
-    .venv/bin/python benchmarks/bench_bulk.py [--model DIR] [--docs 200] [--cpus 2]
+    .venv/bin/python benchmarks/bench_bulk.py [--model DIR | --size tiny|reference]
+        [--docs 200] [--cpus 2] [--rows-per-fragment 50]
 """
 
 from __future__ import annotations
@@ -77,12 +78,16 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, default=2, help="Ray CPUs = bulk actors")
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--rows-per-fragment", type=int, default=50)
+    parser.add_argument(
+        "--size", choices=["tiny", "reference"], default="tiny", help="model built without --model"
+    )
     parser.add_argument("--skip-serve", action="store_true")
     args = parser.parse_args()
     import ray
 
     work = Path(tempfile.mkdtemp(prefix="bench_bulk_"))
-    model = args.model or str(_tiny_model(work / "model"))
+    model = args.model or str(_build_model(work / "model", args.size))
     small = write_store(work / "x1", args.docs, files=2)
     large = write_store(work / "x10", args.docs * 10, files=20)
     baseline = in_process_rate(model, large, args.beam_size, args.batch_size)
@@ -94,7 +99,7 @@ def main() -> None:
         id_column="id",
         beam_size=args.beam_size,
         batch_size=args.batch_size,
-        rows_per_fragment=50,
+        rows_per_fragment=args.rows_per_fragment,
         workers=args.cpus,
         show_progress=False,
     )
@@ -109,11 +114,30 @@ def main() -> None:
     report(baseline, len(small), len(large), runs, args.cpus)
 
 
-def _tiny_model(directory: Path) -> Path:
+def _build_model(directory: Path, size: str) -> Path:
+    """The tests' tiny trained model, or the same dir with the reference-size network
+    (configs/multi30k_de_en.yaml) in untrained weights: it never emits eos, so every
+    hypothesis decodes to the length limit, as decode-heavy as real long outputs."""
+    from models.config import ModelConfig
+    from models.model_dir import save_model
+    from models.seq2seq import Seq2Seq
     from tests.conftest import build_tiny_model_dir
 
     torch.set_num_threads(2)
-    return build_tiny_model_dir(directory)
+    build_tiny_model_dir(directory)
+    if size == "reference":
+        vocab = load_vocab_size(directory)
+        torch.manual_seed(0)
+        save_model(
+            Seq2Seq(ModelConfig(src_vocab_size=vocab, tgt_vocab_size=vocab)).eval(), directory
+        )
+    return directory
+
+
+def load_vocab_size(directory: Path) -> int:
+    from pipeline.tokenizer import SRC_SPM, Tokenizer
+
+    return Tokenizer(directory / SRC_SPM).vocab_size
 
 
 def report(baseline: float, small: int, large: int, runs: dict, cpus: int) -> None:

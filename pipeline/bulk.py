@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -52,12 +54,19 @@ EXAMPLES = """examples:
 
 Output: one Parquet file per input fragment under --output, with every input column, the
 translation column and an `error` column (null when the row translated); `_SUCCESS` holds
-the counts and is written last. Exit status 1 if rows in != rows out.
+the counts and is written last. Exit status 1 if the job stops part-way (rerun with
+--resume) or rows in != rows out. With --via-serve the deployment's model translates and
+--model is not needed.
 """
 
 
 class IncompleteOutput(RuntimeError):
     """The outputs do not hold every input row exactly once."""
+
+
+class JobFailed(RuntimeError):
+    """Translation stopped part-way; finished outputs are kept. The cause chained to it
+    carries the failure's traceback as text."""
 
 
 @dataclass(frozen=True)
@@ -97,9 +106,23 @@ def bulk_translate(model: str | None, input: str, output: str, options: BulkOpti
         for index, fragment in enumerate(fragments)
         if not (output_dir / fragment.output_name).is_file()
     ]
-    workers, peak_rss_mib = (
-        run_fragments(pending, output_dir, model_dir, options) if pending else (0, None)
-    )
+    failure = None
+    try:
+        workers, peak_rss_mib = (
+            run_fragments(pending, output_dir, model_dir, options) if pending else (0, None)
+        )
+    except UserError:
+        raise
+    except Exception as error:  # Ray reports a failed actor as RayTaskError, ActorDiedError...
+        # Keep the text, not the exception: its frames hold Ray Data's actor pool, whose
+        # CPUs a rerun in this process (--resume from Python) would wait for forever.
+        failure = (type(error).__name__, "".join(traceback.format_exception(error)))
+    if failure:
+        left = sum(not (output_dir / f.output_name).is_file() for _, f in pending)
+        raise JobFailed(
+            f"{left} of {len(fragments)} fragments are not translated ({failure[0]}); "
+            "the finished ones are kept: rerun with --resume to translate the rest"
+        ) from RuntimeError(failure[1])
     counts, problems = count_outputs(fragments, output_dir, ERROR_COLUMN, options.id_column)
     manifest = {
         **asdict(counts),
@@ -135,11 +158,15 @@ def check_columns(files: list[str], options: BulkOptions) -> None:
 
 
 def _model_dir(model: str | None, via_serve: bool) -> str | None:
+    """The model dir, absolute (actors do not share our working dir); None with via_serve,
+    where the deployment's model translates."""
     from pipeline.translator import resolve_model_dir
 
-    if model is None and not via_serve:
+    if via_serve:
+        return None
+    if model is None:
         raise UserError("--model is required (unless --via-serve uses the deployment's model)")
-    return str(resolve_model_dir(model).resolve()) if model else None
+    return str(resolve_model_dir(model).resolve())
 
 
 def _job_description(files: list[str], model_dir: str | None, options: BulkOptions) -> dict:
@@ -288,8 +315,12 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         manifest = bulk_translate(args.model, args.input, args.output, options)
+    except JobFailed as error:
+        print(error.__cause__, file=sys.stderr)  # the failure's traceback, as text
+        print(f"nmt bulk-translate: {error}", file=sys.stderr)
+        return 1
     except IncompleteOutput as error:
-        print(f"nmt bulk-translate: {error}")
+        print(f"nmt bulk-translate: {error}", file=sys.stderr)
         return 1
     print(json.dumps({k: v for k, v in manifest.items() if k != "job"}, indent=2))
     print(f"wrote {Path(args.output) / MANIFEST_FILE}")

@@ -11,7 +11,7 @@ from pipeline.errors import UserError
 
 # name -> (module, one-line help)
 COMMANDS = {
-    "demo": ("pipeline.demo", "train a toy model end to end and show it translating"),
+    "demo": ("pipeline.demo", "prepare, train, translate, serve, bulk-translate: all in minutes"),
     "prepare": ("pipeline.prepare", "tokenize a parallel corpus into Parquet blocks (Ray Data)"),
     "train": ("pipeline.train", "train a model on prepared data (Ray Train, DDP)"),
     "translate": ("pipeline.translate", "translate text from stdin or a file"),

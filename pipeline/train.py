@@ -190,7 +190,9 @@ def build_trainer(data_dir: Path, out_dir: Path, config: TrainConfig, model_conf
         train_loop_per_worker=train_func,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(
-            num_workers=config.workers, use_gpu=config.gpu, resources_per_worker={"CPU": cpus}
+            num_workers=config.workers,
+            use_gpu=config.gpu,
+            resources_per_worker={"CPU": cpus, **config.worker_resources},
         ),
         datasets={"train": train_data},
         run_config=RunConfig(

@@ -20,7 +20,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.bulk import BulkOptions, bulk_translate
+from pipeline.bulk import BulkOptions, JobFailed, bulk_translate
 from pipeline.bulk_store import (
     JOB_FILE,
     MANIFEST_FILE,
@@ -156,8 +156,9 @@ def test_killed_job_resumes_to_the_same_output_without_duplicates(
 ):
     output = tmp_path / "killed"
     monkeypatch.setenv("_NMT_BULK_FAIL_FROM_FRAGMENT", "4")
-    with pytest.raises(Exception, match="injected failure"):
+    with pytest.raises(JobFailed, match="rerun with --resume") as failure:
         bulk_translate(str(tiny_model_dir), str(store[0]), str(output), options())
+    assert "injected failure before renaming" in str(failure.value.__cause__)
     monkeypatch.delenv("_NMT_BULK_FAIL_FROM_FRAGMENT")
     assert not (output / MANIFEST_FILE).exists()
     kept = {p.name: p.stat().st_mtime_ns for p in output.glob("*.parquet")}

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from ray._private.authentication_test_utils import reset_auth_token_state
 
 from jobs._stage import stage_argv, yaml_to_argv
 from pipeline.synthetic import parallel_corpus
@@ -72,6 +73,9 @@ def ray_head(tmp_path_factory):
         for key, value in auth.items():
             env.setenv(key, value)
         env.delenv("RAY_ADDRESS", raising=False)
+        # Ray caches the token per process: earlier modules' ray.init() (no auth) left
+        # an empty one behind, which the job client would otherwise send.
+        reset_auth_token_state()
         subprocess.run(
             [
                 RAY,
@@ -93,6 +97,7 @@ def ray_head(tmp_path_factory):
             yield f"http://127.0.0.1:{dashboard}"
         finally:
             subprocess.run([RAY, "stop", "--force"], capture_output=True)
+    reset_auth_token_state()  # the env is restored: later modules start without auth again
 
 
 def submit_and_wait(client, stage: str, config: Path, timeout: float = 300) -> str:

@@ -99,7 +99,10 @@ def test_training_survives_losing_a_worker_node(cluster, tmp_path):
         workers=2, max_steps=120, valid_every=20, cpus_per_worker=0.5, worker_resources={SLOT: 1}
     )
     join = run_in_thread(train_model, data, out, config)
-    wait_for(lambda: any((out / "ray_train").glob("checkpoint_*")), 300, "a first checkpoint")
+    # The controller's snapshot is written once it has registered a checkpoint; the checkpoint
+    # directory alone appears before that, and losing the node then restarts from scratch.
+    snapshot = out / "ray_train" / "checkpoint_manager_snapshot.json"
+    wait_for(snapshot.is_file, 300, "a first registered checkpoint")
     lose_a_worker_node(cluster, workers)
     summary = join()
     assert summary.steps == 120
