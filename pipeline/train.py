@@ -300,7 +300,7 @@ def plot_training(history: list[dict], path: Path) -> None:
 
     steps = [row["step"] for row in history]
     figure, (losses, bleu, lr) = plt.subplots(1, 3, figsize=(13, 3.6))
-    for key, label in (("train_loss", "train (label-smoothed)"), ("valid_loss", "valid")):
+    for key, label in (("train_loss", "train (smoothed, mean)"), ("valid_loss", "valid")):
         points = [
             (s, row[key]) for s, row in zip(steps, history, strict=True) if row.get(key) is not None
         ]

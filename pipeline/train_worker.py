@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -74,7 +75,8 @@ class WorkerRun:
         self.autocast = _autocast_dtype(self.settings["precision"], self.device)
         self.started = time.perf_counter()
         self.tokens_since_report = 0
-        self.last_loss: float | None = None
+        # Token-weighted mean training loss since the last validation (one batch is noisy).
+        self.loss_sum, self.loss_tokens = 0.0, 0
 
     # -- checkpoints ------------------------------------------------------------------------
     def restore(self, checkpoint: ray.train.Checkpoint | None) -> None:
@@ -130,12 +132,13 @@ class WorkerRun:
                 self.schedule.after_step(self.progress.step)
                 meter.add(result.num_tokens, batch.padding_fraction)
                 self.tokens_since_report += result.num_tokens
-                self.last_loss = result.loss
+                self.loss_sum += result.loss * result.num_tokens
+                self.loss_tokens += result.num_tokens
                 self.maybe_inject_fault()
                 if self.progress.step % self.settings["log_every"] == 0:
                     self.log_progress(result.loss, meter)
                 if self.progress.step % self.settings["valid_every"] == 0:
-                    self.validate_and_report(result.loss)
+                    self.validate_and_report()
                     last_validated = self.progress.step
                 if self.should_stop():
                     stop = True
@@ -146,7 +149,7 @@ class WorkerRun:
                 stop = self.progress.epoch >= (self.settings["max_epochs"] or math.inf)
             stop = stop or self.should_stop()
         if last_validated != self.progress.step:
-            self.validate_and_report(self.last_loss)  # the final checkpoint
+            self.validate_and_report()  # the final checkpoint
 
     def epoch_batches(self, shard) -> Iterator[Batch]:
         config, max_len = self.model_config, self.settings["max_len"]
@@ -204,7 +207,9 @@ class WorkerRun:
         return not self.all_workers_agree(not local)
 
     # -- validation ---------------------------------------------------------------------------
-    def validate_and_report(self, train_loss: float | None) -> None:
+    def validate_and_report(self) -> None:
+        train_loss = self.loss_sum / self.loss_tokens if self.loss_tokens else None
+        self.loss_sum, self.loss_tokens = 0.0, 0
         self.progress.elapsed_seconds += time.perf_counter() - self.started
         self.started = time.perf_counter()
         self.progress.target_tokens += self.sum_over_workers(self.tokens_since_report)
@@ -272,8 +277,10 @@ class WorkerRun:
 
     # -- logging and the test-only fault ------------------------------------------------------
     def log(self, message: str) -> None:
+        # Not print(): Ray Train patches it to log *and* echo, so every line came out twice.
         if self.rank == 0:
-            print(f"[train] {message}", flush=True)
+            sys.stdout.write(f"[train] {message}\n")
+            sys.stdout.flush()
 
     def log_progress(self, loss: float, meter: ThroughputMeter) -> None:
         settings, step = self.settings, self.progress.step
