@@ -49,7 +49,8 @@ def collate(pairs: Sequence[Pair], pad_id: int, bos_id: int, eos_id: int) -> Bat
     tgt_in = torch.full((len(pairs), int(tgt_len.max())), pad_id, dtype=torch.long)
     tgt_out = tgt_in.clone()
     for row, (source, target) in enumerate(pairs):
-        src[row, : len(source)] = torch.as_tensor(source)
+        # torch.tensor copies: the ids may be read-only views of Arrow buffers.
+        src[row, : len(source)] = torch.tensor(source)
         tgt_in[row, : len(target) + 1] = torch.as_tensor([bos_id, *target])
         tgt_out[row, : len(target) + 1] = torch.as_tensor([*target, eos_id])
     return Batch(src, src_len, tgt_in, tgt_out, tgt_len)
