@@ -26,7 +26,7 @@ SAMPLE_COUNT = 5
 STORE_ROWS = 200
 
 EXAMPLES = """examples:
-  nmt demo                                  # about 5 minutes on 2 cores
+  nmt demo                                  # about 4 minutes on 2 cores
   nmt demo --minutes 10 --out runs/demo10   # train longer
   nmt demo --toy                            # no Ray: a toy model learns to reverse letters
   nmt demo --toy --attention none           # ... and the fixed-context baseline fails to
