@@ -111,8 +111,9 @@ def main() -> None:
     model = args.model or str(build_benchmark_model(work / "model", args.size))
     sentences = [de for de, _ in parallel_corpus(args.requests, seed=21)]
     port = free_port()
-    # Two one-CPU replicas plus two 0.1-CPU ingresses; only one app is loaded at a time, so
-    # declaring a third CPU lets both start without oversubscribing the two real cores.
+    # Both apps stay deployed (two one-CPU replicas plus two 0.1-CPU ingresses) but only one
+    # is under load at a time, so declaring a third CPU lets both start without
+    # oversubscribing the two real cores.
     ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
     try:
         start_apps(model, port, args)
