@@ -91,7 +91,9 @@ def start_ray() -> None:
     import ray
 
     if not ray.is_initialized():
-        ray.init(logging_level="ERROR", include_dashboard=False)
+        # Keep the dashboard: Ray Train's placement-group cleaner polls the state API it
+        # serves, and without it logs "Failed to query Ray Train Controller" every second.
+        ray.init(logging_level="ERROR")
 
 
 def find_multi30k(shared_data: str | None) -> Path | None:
