@@ -22,7 +22,6 @@ import sys
 import time
 import traceback
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from tqdm import tqdm
 
@@ -31,6 +30,7 @@ from pipeline.bulk_store import (
     Fragment,
     count_outputs,
     find_inputs,
+    finished_outputs,
     plan_fragments,
     prepare_output_dir,
     read_schema,
@@ -43,6 +43,7 @@ from pipeline.bulk_worker import (
     fail_injection_from_env,
 )
 from pipeline.errors import UserError
+from pipeline.storage import Location
 
 ERROR_COLUMN = "error"
 
@@ -51,6 +52,8 @@ EXAMPLES = """examples:
       --text-column text --id-column id
   nmt bulk-translate ... --resume      # after a killed job: keep finished outputs, do the rest
   nmt bulk-translate ... --via-serve   # send sentences to the running `nmt serve` deployment
+  nmt bulk-translate --model s3://bucket/runs/de-en --input 's3://bucket/store/*.parquet' \
+      --output s3://bucket/translated/ --text-column text   # remote storage (pyarrow URIs)
 
 Output: one Parquet file per input fragment under --output, with every input column, the
 translation column and an `error` column (null when the row translated); `_SUCCESS` holds
@@ -98,13 +101,14 @@ def bulk_translate(model: str | None, input: str, output: str, options: BulkOpti
     check_columns(files, options)
     model_dir = _model_dir(model, options.via_serve)
     fragments = plan_fragments(files, options.rows_per_fragment)
-    output_dir = Path(output)
+    output_dir = Location.of(output)
     job = _job_description(files, model_dir, options)
     prepare_output_dir(output_dir, job, options.resume)
+    finished = finished_outputs(output_dir)
     pending = [
         (index, fragment)
         for index, fragment in enumerate(fragments)
-        if not (output_dir / fragment.output_name).is_file()
+        if fragment.output_name not in finished
     ]
     failure = None
     try:
@@ -118,7 +122,8 @@ def bulk_translate(model: str | None, input: str, output: str, options: BulkOpti
         # CPUs a rerun in this process (--resume from Python) would wait for forever.
         failure = (type(error).__name__, "".join(traceback.format_exception(error)))
     if failure:
-        left = sum(not (output_dir / f.output_name).is_file() for _, f in pending)
+        finished = finished_outputs(output_dir)
+        left = sum(f.output_name not in finished for _, f in pending)
         raise JobFailed(
             f"{left} of {len(fragments)} fragments are not translated ({failure[0]}); "
             "the finished ones are kept: rerun with --resume to translate the rest"
@@ -158,15 +163,16 @@ def check_columns(files: list[str], options: BulkOptions) -> None:
 
 
 def _model_dir(model: str | None, via_serve: bool) -> str | None:
-    """The model dir, absolute (actors do not share our working dir); None with via_serve,
-    where the deployment's model translates."""
-    from pipeline.translator import resolve_model_dir
+    """The model dir as an absolute path or a URI (actors do not share our working dir,
+    and on another node fetch a remote model themselves); None with via_serve, where the
+    deployment's model translates."""
+    from pipeline.translator import find_model_dir
 
     if via_serve:
         return None
     if model is None:
         raise UserError("--model is required (unless --via-serve uses the deployment's model)")
-    return str(resolve_model_dir(model).resolve())
+    return find_model_dir(model).uri
 
 
 def _job_description(files: list[str], model_dir: str | None, options: BulkOptions) -> dict:
@@ -191,7 +197,7 @@ def _job_description(files: list[str], model_dir: str | None, options: BulkOptio
 
 def run_fragments(
     pending: list[tuple[int, Fragment]],
-    output_dir: Path,
+    output_dir: Location,
     model_dir: str | None,
     options: BulkOptions,
 ) -> tuple[int, float]:
@@ -223,11 +229,11 @@ def run_fragments(
 
 
 def _worker(
-    model_dir: str | None, output_dir: Path, options: BulkOptions
+    model_dir: str | None, output_dir: Location, options: BulkOptions
 ) -> tuple[type, dict, dict]:
     """The actor class, its constructor arguments, and the resources each actor holds."""
     settings = WorkerSettings(
-        output_dir=str(output_dir),
+        output_dir=output_dir.uri,
         text_column=options.text_column,
         target_column=options.target_column,
         error_column=ERROR_COLUMN,
@@ -273,9 +279,15 @@ def _default_workers(options: BulkOptions) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="model dir, or training run dir holding model/")
-    parser.add_argument("--input", required=True, help="Parquet files: a quoted glob, or a dir")
-    parser.add_argument("--output", required=True, help="dir for the translated Parquet files")
+    parser.add_argument(
+        "--model", help="model dir, or training run dir holding model/ (path or URI)"
+    )
+    parser.add_argument(
+        "--input", required=True, help="Parquet files: a quoted glob, or a dir (path or URI)"
+    )
+    parser.add_argument(
+        "--output", required=True, help="dir for the translated Parquet files (path or URI)"
+    )
     parser.add_argument("--text-column", required=True, help="the column of documents")
     parser.add_argument("--id-column", help="row ids: checked to come out once each, in order")
     parser.add_argument("--target-column", default="translation", help="default: %(default)s")
@@ -323,5 +335,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"nmt bulk-translate: {error}", file=sys.stderr)
         return 1
     print(json.dumps({k: v for k, v in manifest.items() if k != "job"}, indent=2))
-    print(f"wrote {Path(args.output) / MANIFEST_FILE}")
+    print(f"wrote {Location.of(args.output) / MANIFEST_FILE}")
     return 0

@@ -5,16 +5,18 @@ row group of one input file. Each fragment becomes exactly one output file, name
 its input file, row group and first row, so a retried or resumed fragment overwrites its
 own output and nothing else. Outputs are written under a `_tmp.` name (which Parquet
 readers skip, like every name starting with `_` or `.`) and renamed when complete; the
-rename is atomic, so a file with the final name is a whole fragment. The job's settings
-are written to `_job.json` first, the `_SUCCESS` manifest last.
+rename is atomic, so a file with the final name is a whole fragment (on object stores the
+"rename" is a copy of one object, which is atomic too). The job's settings are written to
+`_job.json` first, the `_SUCCESS` manifest last.
+
+Inputs and outputs are local paths or filesystem URIs (`pipeline.storage`): a file is named
+by its path or URI everywhere, so actors on any node can open it.
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
-import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import UserError
+from pipeline.storage import Location, glob_files
 
 JOB_FILE = "_job.json"
 MANIFEST_FILE = "_SUCCESS"
@@ -34,7 +37,7 @@ SENTENCES_KEY = b"nmt.sentences"  # Parquet footer metadata: sentences in the fr
 class Fragment:
     """Rows [start, start + num_rows) of row group `row_group` of `path`."""
 
-    path: str
+    path: str  # a local path or a URI
     row_group: int
     start: int
     num_rows: int
@@ -43,22 +46,20 @@ class Fragment:
 
 def find_inputs(pattern: str) -> list[str]:
     """The Parquet files a glob (or a directory, or one file) names, sorted."""
-    path = Path(pattern)
-    if path.is_dir():
-        pattern = str(path / "*.parquet")
-    files = sorted(p for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+    files = glob_files(pattern)
     if not files:
         raise UserError(
             f"--input {pattern!r} matches no files (quote a glob so that the shell passes it on)"
         )
-    return [str(Path(f).resolve()) for f in files]
+    return files
 
 
 def plan_fragments(files: list[str], rows_per_fragment: int) -> list[Fragment]:
     """Cut every input file into fragments, reading only the Parquet footers."""
     fragments = []
     for path in files:
-        prefix = f"{Path(path).stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+        stem = Location.of(path).name.removesuffix(".parquet")
+        prefix = f"{stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
         metadata = read_metadata(path)
         for group in range(metadata.num_row_groups):
             group_rows = metadata.row_group(group).num_rows
@@ -69,11 +70,17 @@ def plan_fragments(files: list[str], rows_per_fragment: int) -> list[Fragment]:
     return fragments
 
 
-def read_metadata(path: str | Path) -> pq.FileMetaData:
+def read_metadata(path: str | Location) -> pq.FileMetaData:
+    location = Location.of(path)
     try:
-        return pq.read_metadata(path)
+        return pq.read_metadata(location.path, filesystem=location.filesystem)
     except (OSError, pa.ArrowInvalid) as error:
-        raise UserError(f"{path} is not a readable Parquet file: {error}") from None
+        raise UserError(f"{location} is not a readable Parquet file: {error}") from None
+
+
+def read_column(path: str | Location, column: str) -> pa.ChunkedArray:
+    location = Location.of(path)
+    return pq.read_table(location.path, columns=[column], filesystem=location.filesystem)[column]
 
 
 def read_schema(path: str) -> pa.Schema:
@@ -82,7 +89,8 @@ def read_schema(path: str) -> pa.Schema:
 
 def read_fragment(fragment: Fragment) -> pa.Table:
     """The fragment's rows, streaming through its row group rather than loading it whole."""
-    parquet_file = pq.ParquetFile(fragment.path)
+    location = Location.of(fragment.path)
+    parquet_file = pq.ParquetFile(location.filesystem.open_input_file(location.path))
     end = fragment.start + fragment.num_rows
     pieces, offset = [], 0
     for batch in parquet_file.iter_batches(
@@ -102,28 +110,36 @@ class InjectedFailure(RuntimeError):
 
 
 def write_atomically(
-    table: pa.Table, path: Path, sentences: int, fail_before_rename: bool = False
+    table: pa.Table, path: Location, sentences: int, fail_before_rename: bool = False
 ) -> None:
     """Write `table` to `path` through a temporary name, so `path` exists only when whole."""
     metadata = {**(table.schema.metadata or {}), SENTENCES_KEY: str(sentences).encode()}
-    temp = path.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}.{path.name}.tmp")
-    pq.write_table(table.replace_schema_metadata(metadata), temp)
+    temp = path.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}.{path.name}.tmp"
+    pq.write_table(table.replace_schema_metadata(metadata), temp.path, filesystem=temp.filesystem)
     if fail_before_rename:
         raise InjectedFailure(f"injected failure before renaming {temp.name}")
-    os.replace(temp, path)
+    temp.move_to(path)
 
 
-def remove_temporary_files(output_dir: Path) -> int:
+def finished_outputs(output_dir: str | Path | Location) -> set[str]:
+    """Names of the whole output files in `output_dir` (one listing, not a request each)."""
+    output_dir = Location.of(output_dir)
+    return {f.name for f in output_dir.files(recursive=False) if f.name.endswith(".parquet")}
+
+
+def remove_temporary_files(output_dir: str | Path | Location) -> int:
     """Delete what killed writers left behind; returns how many."""
-    leftovers = list(output_dir.glob(f"{TEMP_PREFIX}*"))
+    output_dir = Location.of(output_dir)
+    leftovers = [f for f in output_dir.files(recursive=False) if f.name.startswith(TEMP_PREFIX)]
     for leftover in leftovers:
-        leftover.unlink(missing_ok=True)
+        leftover.delete()
     return len(leftovers)
 
 
-def prepare_output_dir(output_dir: Path, job: dict, resume: bool) -> None:
+def prepare_output_dir(output_dir: str | Path | Location, job: dict, resume: bool) -> None:
     """Claim `output_dir` for `job`, or check that `--resume` continues the same job."""
-    existing = [p.name for p in output_dir.iterdir()] if output_dir.is_dir() else []
+    output_dir = Location.of(output_dir)
+    existing = [p.name for p in output_dir.children()]
     if existing and not resume:
         raise UserError(
             f"output dir {output_dir} already holds {len(existing)} files (another job's "
@@ -140,10 +156,10 @@ def prepare_output_dir(output_dir: Path, job: dict, resume: bool) -> None:
                 f"{output_dir} holds another job's results ({', '.join(changed)} differ); "
                 "rerun with that job's settings, or choose an empty output dir"
             )
-        (output_dir / MANIFEST_FILE).unlink(missing_ok=True)  # finished again below
+        (output_dir / MANIFEST_FILE).delete()  # finished again below
         remove_temporary_files(output_dir)
         return
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir.mkdir()
     job_file.write_text(json.dumps(job, indent=2))
 
 
@@ -156,24 +172,29 @@ class Counts:
 
 
 def count_outputs(
-    fragments: list[Fragment], output_dir: Path, error_column: str, id_column: str | None
+    fragments: list[Fragment],
+    output_dir: str | Path | Location,
+    error_column: str,
+    id_column: str | None,
 ) -> tuple[Counts, list[str]]:
     """Counts over the finished outputs (footers only, plus ids when given), and a line for
     each input file whose outputs do not hold exactly its rows."""
+    output_dir = Location.of(output_dir)
     counts, problems = Counts(), []
     by_input: dict[str, list[Fragment]] = {}
     for fragment in fragments:
         by_input.setdefault(fragment.path, []).append(fragment)
+    finished = finished_outputs(output_dir)
     for path, parts in by_input.items():
         rows_in = sum(f.num_rows for f in parts)
         outputs = [output_dir / f.output_name for f in parts]
-        present = [p for p in outputs if p.is_file()]
+        present = [p for p in outputs if p.name in finished]
         rows_out = 0
         for output in present:
             metadata = read_metadata(output)
             rows_out += metadata.num_rows
             counts.sentences += int((metadata.metadata or {}).get(SENTENCES_KEY, b"0"))
-            column = pq.read_table(output, columns=[error_column])[error_column]
+            column = read_column(output, error_column)
             counts.rows_with_errors += len(column) - column.null_count
         counts.rows_in += rows_in
         counts.rows_out += rows_out
@@ -189,25 +210,20 @@ def count_outputs(
     return counts, problems
 
 
-def _same_ids(path: str, outputs: list[Path], id_column: str) -> bool:
+def _same_ids(path: str, outputs: list[Location], id_column: str) -> bool:
     """Whether the outputs hold the input's ids, in the input's order (no row twice)."""
-    ids_in = pq.read_table(path, columns=[id_column])[id_column]
+    ids_in = read_column(path, id_column)
     ids_out = (
-        pa.concat_arrays(
-            [
-                chunk
-                for out in outputs
-                for chunk in pq.read_table(out, columns=[id_column])[id_column].chunks
-            ]
-        )
+        pa.concat_arrays([chunk for out in outputs for chunk in read_column(out, id_column).chunks])
         if outputs
         else pa.array([], ids_in.type)
     )
     return ids_in.combine_chunks().equals(ids_out)
 
 
-def write_manifest(output_dir: Path, manifest: dict) -> None:
+def write_manifest(output_dir: str | Path | Location, manifest: dict) -> None:
     """The `_SUCCESS` manifest, written last and atomically: its presence means done."""
+    output_dir = Location.of(output_dir)
     temp = output_dir / f"{TEMP_PREFIX}{MANIFEST_FILE}"
     temp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(temp, output_dir / MANIFEST_FILE)
+    temp.move_to(output_dir / MANIFEST_FILE)

@@ -16,12 +16,12 @@ import os
 import resource
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
 
 from pipeline.bulk_store import Fragment, read_fragment, write_atomically
 from pipeline.sentences import reassemble, split_document
+from pipeline.storage import Location
 
 TranslateSentences = Callable[[list[str]], list[str]]
 
@@ -30,7 +30,7 @@ TranslateSentences = Callable[[list[str]], list[str]]
 class WorkerSettings:
     """What every worker of a job needs; plain values, so Ray can ship it to actors."""
 
-    output_dir: str
+    output_dir: str  # a path or URI
     text_column: str
     target_column: str
     error_column: str
@@ -114,7 +114,7 @@ def translate_fragment(
     ).append_column(settings.error_column, pa.array(documents.errors, pa.string()))
     fail = settings.fail_from_fragment is not None and index >= settings.fail_from_fragment
     write_atomically(
-        table, Path(settings.output_dir) / fragment.output_name, documents.sentences, fail
+        table, Location.of(settings.output_dir) / fragment.output_name, documents.sentences, fail
     )
     return {
         "rows": table.num_rows,

@@ -136,7 +136,7 @@ def score_system(
     bleu, chrf = metrics(translator.meta.get("tgt_lang"), tokenize)
     return {
         "name": translator.name,
-        "model": str(translator.model_dir),
+        "model": translator.source.uri,
         "beam_size": translator.beam_size,
         "alpha": translator.alpha,
         "batch_size": translator.batch_size,

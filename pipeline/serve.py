@@ -106,18 +106,18 @@ class ServeOptions:
 def build_app(model_path: str | Path, **options: Any):
     """The Serve application (a `ray.serve.Application`) for a model dir or run dir.
 
-    `options` are `ServeOptions` fields. The model path is made absolute here, because
-    replicas do not run in the caller's working directory.
+    `options` are `ServeOptions` fields. A model path is made absolute here, because
+    replicas do not run in the caller's working directory; a URI is passed on as it is.
     """
     from pipeline.serve_app import bind_application
-    from pipeline.translator import resolve_model_dir
+    from pipeline.translator import find_model_dir
 
     known = {f.name for f in fields(ServeOptions)}
     unknown = sorted(set(options) - known)
     if unknown:
         raise UserError(f"unknown serve options {unknown}; known: {sorted(known)}")
-    model_dir = resolve_model_dir(Path(model_path).expanduser()).resolve()
-    return bind_application(str(model_dir), ServeOptions(**options))
+    # a URI stays a URI: each replica fetches the model on its own node
+    return bind_application(find_model_dir(model_path).uri, ServeOptions(**options))
 
 
 def app_builder(args: dict[str, Any]):

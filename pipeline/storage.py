@@ -158,7 +158,8 @@ class Location:
     def download(self, local: str | Path) -> Path:
         """Copy this file or directory tree to `local`; returns `local`."""
         local = Path(local)
-        local.parent.mkdir(parents=True, exist_ok=True)
+        # copy_files makes the subdirectories it meets, not the top one
+        (local if self.is_dir() else local.parent).mkdir(parents=True, exist_ok=True)
         pafs.copy_files(self.path, str(local), self.filesystem, pafs.LocalFileSystem())
         return local
 
@@ -195,7 +196,9 @@ def local_copy(location: Location, kind: str) -> Path:
     remote is fetched again. The copy appears by rename, so processes racing for it are safe."""
     if location.is_local:
         return Path(location.path)
-    infos = location.filesystem.get_file_info(pafs.FileSelector(location.path, recursive=True))
+    infos = location.filesystem.get_file_info(
+        pafs.FileSelector(location.path, recursive=True, allow_not_found=True)
+    )
     if not infos:
         raise UserError(f"{location.uri} does not exist or is empty")
     key = hashlib.sha1(location.uri.encode())

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import torch
 
-from models.model_dir import load_model
+from models.model_dir import CONFIG_FILE, load_model
 from models.search import Hypothesis, beam_search, greedy_search
 from pipeline.errors import UserError
+from pipeline.storage import Location, local_copy
 from pipeline.tokenizer import load_pair
 
 META_FILE = "meta.json"
@@ -32,16 +33,22 @@ class Translation:
     attention: list[list[float]] | None = None  # [target piece][source piece]
 
 
+def find_model_dir(path: str | Path) -> Location:
+    """A model dir, or a training run dir whose `model/` is the model dir; a path or URI."""
+    location = Location.of(path)
+    if (location / "model" / CONFIG_FILE).is_file():
+        return location / "model"
+    if (location / CONFIG_FILE).is_file():
+        return location
+    if not location.exists():
+        raise UserError(f"model dir {location} does not exist")
+    raise UserError(f"{location} is neither a model dir (config.json) nor a run dir (model/)")
+
+
 def resolve_model_dir(path: str | Path) -> Path:
-    """A model dir, or a training run dir whose `model/` is the model dir."""
-    path = Path(path)
-    if (path / "model" / "config.json").is_file():
-        return path / "model"
-    if (path / "config.json").is_file():
-        return path
-    if not path.exists():
-        raise UserError(f"model dir {path} does not exist")
-    raise UserError(f"{path} is neither a model dir (config.json) nor a run dir (model/)")
+    """The local model dir of a model or run dir; a remote one is fetched into this node's
+    cache first (once per node and model version, see `pipeline.storage.local_copy`)."""
+    return local_copy(find_model_dir(path), "models")
 
 
 class Translator:
@@ -62,7 +69,8 @@ class Translator:
         max_len_a: float = 1.5,
         max_len_b: int = 10,
     ) -> None:
-        self.model_dir = resolve_model_dir(model_path)
+        self.source = find_model_dir(model_path)  # where the model lives (path or URI)
+        self.model_dir = local_copy(self.source, "models")
         try:
             self.model = load_model(self.model_dir, device)
             self.src_tokenizer, self.tgt_tokenizer = load_pair(self.model_dir)
@@ -76,7 +84,7 @@ class Translator:
 
     @property
     def name(self) -> str:
-        return self.meta.get("name") or self.model_dir.resolve().parent.name
+        return self.meta.get("name") or self.source.parent.name
 
     def info(self) -> dict:
         """What the model is: languages, config, vocabulary sizes."""
