@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import glob
 import gzip
+import io
 import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -31,8 +33,10 @@ from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
 from pipeline.errors import UserError
+from pipeline.storage import Location, glob_files, is_uri
 
 BLOCK_ROWS = 8192
+REMOTE_READ_BUFFER = 1 << 20  # an object store answers each read with a request: read big
 LANG_CODE = re.compile(r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]+)*$")
 READ_SCHEMA = pa.schema(
     [
@@ -53,7 +57,8 @@ class CorpusInput:
     """One resolved `--train/--valid/--test` argument."""
 
     kind: str  # "text" | "tsv" | "parquet"
-    paths: tuple[str, ...]  # text: (src file, tgt file); tsv: (file,); parquet: sorted files
+    # text: (src file, tgt file); tsv: (file,); parquet: sorted files. Local paths or URIs.
+    paths: tuple[str, ...]
     name: str  # the split name for tests: basename without language/extension
     src_col: str | int | None = None
     tgt_col: str | int | None = None
@@ -79,46 +84,71 @@ def check_lang(code: str) -> str:
 def resolve_input(
     spec: str, src_lang: str, tgt_lang: str, src_col: str | None, tgt_col: str | None
 ) -> CorpusInput:
-    """What `spec` names: a text prefix, a .tsv file or Parquet; a UserError otherwise."""
-    if spec.endswith((".tsv", ".tsv.gz")):
+    """What `spec` (a local path or a URI) names: a text prefix, a .tsv file or Parquet; a
+    UserError otherwise."""
+    base = _without_query(spec)
+    if base.endswith((".tsv", ".tsv.gz")):
         return _tsv_input(spec, src_col, tgt_col)
-    if spec.endswith(".parquet") or Path(spec).is_dir() or glob.has_magic(spec):
+    if base.endswith(".parquet") or _has_wildcard(spec) or Location.of(spec).is_dir():
         return _parquet_input(spec, src_col, tgt_col)
     return _text_input(spec, src_lang, tgt_lang)
 
 
+def _without_query(spec: str) -> str:
+    """`spec` without a URI's "?query" (in a local path, "?" is just a character)."""
+    return spec.partition("?")[0] if is_uri(spec) else spec
+
+
+def _with_suffix(spec: str, suffix: str) -> str:
+    """`spec` + `suffix`, put before a URI's query: s3://b/p?x=1 -> s3://b/p.de?x=1."""
+    base, mark, query = spec.partition("?") if is_uri(spec) else (spec, "", "")
+    return f"{base}{suffix}{mark}{query}"
+
+
+def _has_wildcard(spec: str) -> bool:
+    # in a URI "?" starts the query, so only "*" and "[" are wildcards (as in glob_files)
+    return any(c in _without_query(spec) for c in "*[") if is_uri(spec) else glob.has_magic(spec)
+
+
+def _name(spec: str) -> str:
+    return PurePosixPath(_without_query(spec)).name
+
+
 def _text_input(prefix: str, src_lang: str, tgt_lang: str) -> CorpusInput:
     files = tuple(_language_file(prefix, lang) for lang in (src_lang, tgt_lang))
-    return CorpusInput("text", files, Path(prefix).name)
+    return CorpusInput("text", files, _name(prefix))
 
 
 def _language_file(prefix: str, lang: str) -> str:
-    for candidate in (f"{prefix}.{lang}", f"{prefix}.{lang}.gz"):
-        if Path(candidate).is_file():
+    for candidate in (_with_suffix(prefix, f".{lang}"), _with_suffix(prefix, f".{lang}.gz")):
+        if Location.of(candidate).is_file():
             return candidate
     found = sorted(
-        {p.name[len(Path(prefix).name) + 1 :].removesuffix(".gz") for p in _siblings(prefix)}
+        {name[len(_name(prefix)) + 1 :].removesuffix(".gz") for name in _siblings(prefix)}
     )
+    shown = _without_query(prefix)
     if found:
         raise UserError(
-            f"no {prefix}.{lang}[.gz]; that prefix has languages {', '.join(found)}: "
+            f"no {shown}.{lang}[.gz]; that prefix has languages {', '.join(found)}: "
             "check --src-lang/--tgt-lang"
         )
     raise UserError(
-        f"no {prefix}.{lang}[.gz]: give a prefix P with files P.<lang>[.gz], "
+        f"no {shown}.{lang}[.gz]: give a prefix P with files P.<lang>[.gz], "
         "a .tsv file (with --src-col/--tgt-col) or Parquet"
     )
 
 
-def _siblings(prefix: str) -> list[Path]:
-    parent = Path(prefix).parent
-    if not parent.is_dir():
+def _siblings(prefix: str) -> list[str]:
+    """Names of the files P.* beside the prefix P."""
+    location = Location.of(prefix)
+    if not location.parent.is_dir():
         return []
-    return [p for p in parent.glob(f"{glob.escape(Path(prefix).name)}.*") if p.is_file()]
+    named = [c for c in location.parent.children() if c.name.startswith(f"{location.name}.")]
+    return [c.name for c in named if c.is_file()]
 
 
 def _tsv_input(path: str, src_col: str | None, tgt_col: str | None) -> CorpusInput:
-    if not Path(path).is_file():
+    if not Location.of(path).is_file():
         raise UserError(f"{path} does not exist")
     try:
         columns = int(src_col), int(tgt_col)  # type: ignore[arg-type]
@@ -126,18 +156,18 @@ def _tsv_input(path: str, src_col: str | None, tgt_col: str | None) -> CorpusInp
         raise UserError(
             f"{path} is a .tsv file: give --src-col and --tgt-col as 0-based column numbers"
         ) from None
-    name = Path(path).name.removesuffix(".gz").removesuffix(".tsv")
+    name = _name(path).removesuffix(".gz").removesuffix(".tsv")
     return CorpusInput("tsv", (path,), name, *columns)
 
 
 def _parquet_input(spec: str, src_col: str | None, tgt_col: str | None) -> CorpusInput:
-    if Path(spec).is_dir():
-        files = sorted(str(p) for p in Path(spec).rglob("*.parquet"))
-        name = Path(spec).name
+    files = _parquet_files(spec)
+    path, wildcard = PurePosixPath(_without_query(spec)), _has_wildcard(spec)
+    if not wildcard and Location.of(spec).is_dir():
+        name = path.name
     else:
-        files = sorted(glob.glob(spec))
-        name = Path(spec).name.removesuffix(".parquet") if not glob.has_magic(spec) else ""
-        name = name or Path(spec).parent.name
+        name = path.name.removesuffix(".parquet") if not wildcard else ""
+        name = name or path.parent.name
     if not files:
         raise UserError(f"no Parquet files at {spec}")
     if not src_col or not tgt_col:
@@ -146,10 +176,26 @@ def _parquet_input(spec: str, src_col: str | None, tgt_col: str | None) -> Corpu
     return CorpusInput("parquet", tuple(files), name, src_col, tgt_col, counts)
 
 
+def _parquet_files(spec: str) -> list[str]:
+    """The sorted *.parquet files below a directory, or those a file path or glob names."""
+    if not is_uri(spec):
+        if Path(spec).is_dir():
+            return sorted(str(p) for p in Path(spec).rglob("*.parquet"))
+        return sorted(glob.glob(spec))
+    if not _has_wildcard(spec) and Location.of(spec).is_dir():
+        return [f.uri for f in Location.of(spec).files() if f.name.endswith(".parquet")]
+    return glob_files(spec)
+
+
+def _parquet_file(path: str) -> pq.ParquetFile:
+    location = Location.of(path)
+    return pq.ParquetFile(location.path, filesystem=location.filesystem)
+
+
 def _check_parquet_file(path: str, columns: tuple[str, str]) -> int:
     """Rows in `path`, after checking it has `columns` (metadata only, no data read)."""
     try:
-        file = pq.ParquetFile(path)
+        file = _parquet_file(path)
     except (OSError, pa.ArrowInvalid) as error:
         raise UserError(f"cannot read {path} as Parquet: {error}") from None
     missing = [c for c in columns if c not in file.schema_arrow.names]
@@ -177,7 +223,15 @@ def _raw_blocks(corpus: CorpusInput, files: range, options: ReadOptions) -> Iter
     return _parquet_blocks(corpus, files, options)
 
 
-def _open_binary(path: str):
+def _open_binary(path: str) -> BinaryIO:
+    if is_uri(path):  # through pyarrow's filesystem layer, gunzipped by pyarrow
+        location = Location.of(path)
+        stream = location.filesystem.open_input_stream(
+            location.path,
+            compression="gzip" if location.path.endswith(".gz") else None,
+            buffer_size=REMOTE_READ_BUFFER,
+        )
+        return io.BufferedReader(stream, REMOTE_READ_BUFFER)  # NativeFile has no line iterator
     return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
 
 
@@ -254,7 +308,7 @@ def _parquet_blocks(corpus: CorpusInput, files: range, options: ReadOptions) -> 
     columns = [corpus.src_col, corpus.tgt_col]
     for file_number in files:
         start = sum(corpus.row_counts[:file_number])
-        parquet = pq.ParquetFile(corpus.paths[file_number])
+        parquet = _parquet_file(corpus.paths[file_number])
         for batch in parquet.iter_batches(batch_size=options.block_rows, columns=columns):
             src, tgt = (batch.column(c).cast(pa.string()) for c in columns)
             yield _block(start, src, tgt)

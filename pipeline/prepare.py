@@ -1,7 +1,9 @@
 """`nmt prepare`: read, clean and tokenize a parallel corpus with Ray Data into Parquet blocks
 of token ids that training streams from.
 
-Layout written (into a temp dir beside OUT, renamed to OUT only when complete):
+OUT is a local path or a URI (s3://bucket/path, ...), as are the inputs. Layout written
+(locally into a temp dir beside OUT, renamed to OUT only when complete; on remote storage
+straight into OUT, stats.json last):
   OUT/stats.json, OUT/spm.src.model, OUT/spm.tgt.model,
   OUT/train/*.parquet (index, src_ids, tgt_ids, src_len, tgt_len),
   OUT/valid/*.parquet and OUT/test/<name>/*.parquet (the same + src_text, tgt_text).
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from pipeline.corpus import CorpusInput, ReadOptions, check_lang, read_blocks, resolve_input
 from pipeline.errors import UserError
+from pipeline.storage import Location
 from pipeline.tokenizer import SRC_SPM, TGT_SPM
 
 STATS = "stats.json"
@@ -34,10 +37,13 @@ EXAMPLES = """examples:
       --valid ../shared/data/tatoeba/cmn-eng.test.tsv --out runs/data/tatoeba-en-zh
   nmt prepare --src-lang de --tgt-lang en --src-col de --tgt-col en \\
       --train 'store/train/*.parquet' --valid store/valid.parquet --out runs/data/store
+  nmt prepare --src-lang de --tgt-lang en --train s3://bucket/multi30k/train \\
+      --valid s3://bucket/multi30k/val --out s3://bucket/data/multi30k-de-en
 
 Inputs: a prefix P (files P.<lang> or P.<lang>.gz, aligned by line), a .tsv file
 (--src-col/--tgt-col are 0-based column numbers) or Parquet: a file, directory or glob
-(--src-col/--tgt-col are column names). Set RAY_ADDRESS to run on a cluster.
+(--src-col/--tgt-col are column names). Any of them, and --out, may be a URI such as
+s3://bucket/path. Set RAY_ADDRESS to run on a cluster.
 """
 
 
@@ -95,11 +101,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def is_prepared(path: str | Path) -> bool:
-    """Whether `path` is a complete `nmt prepare` output (stats.json is written last)."""
-    path = Path(path)
-    needed = [path / STATS, path / SRC_SPM, path / TGT_SPM, path / "train", path / "valid"]
-    return all(p.exists() for p in needed)
+def is_prepared(path: str | Path | Location) -> bool:
+    """Whether `path` (local or a URI) is a complete `nmt prepare` output (stats.json is
+    written last)."""
+    location = Location.of(path)
+    return all((location / name).exists() for name in (STATS, SRC_SPM, TGT_SPM, "train", "valid"))
 
 
 def prepare_corpus(
@@ -130,16 +136,34 @@ def prepare_corpus(
     settings = dict(locals())
     settings["out"], settings["test"] = str(out), list(test)
     splits = _resolve_splits(src_lang, tgt_lang, train, valid, list(test), src_col, tgt_col)
-    out = Path(out)
-    _check_out(out, overwrite)
+    target = Location.of(out)
+    _check_out(target, overwrite)
+    if target.is_local:
+        return _prepare_locally(Path(target.path), splits, settings)
+    return _prepare_remotely(target, splits, settings)
+
+
+def _prepare_locally(out: Path, splits: dict[str, CorpusInput], settings: dict) -> dict:
+    """Into a temp dir beside `out`, swapped in when complete: `out` is never half-written."""
     staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         staging.mkdir(parents=True)
-        stats = _prepare_into(staging, splits, settings)
+        stats = _prepare_into(Location.of(staging), splits, settings)
         _publish(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return stats
+
+
+def _prepare_remotely(out: Location, splits: dict[str, CorpusInput], settings: dict) -> dict:
+    """Straight into `out`: object stores cannot rename a directory. stats.json goes last, so
+    is_prepared() sees a complete dataset or none; a failed run removes what it wrote."""
+    out.delete()  # the dataset --overwrite replaces (_check_out refused it otherwise)
+    try:
+        return _prepare_into(out, splits, settings)
+    except BaseException:
+        out.delete()
+        raise
 
 
 def _resolve_splits(
@@ -168,7 +192,10 @@ def _resolve_splits(
     return splits
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
+def _check_out(out: Location, overwrite: bool) -> None:
+    if not out.is_local and "/" not in out.path.strip("/"):
+        # --overwrite would delete the whole bucket
+        raise UserError(f"--out {out} is a bucket: give a directory inside it")
     if out.exists() and not overwrite:
         raise UserError(f"{out} already exists: pass --overwrite to replace it, or another --out")
     if out.exists() and not out.is_dir():
@@ -184,7 +211,7 @@ def _publish(staging: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _prepare_into(staging: Path, splits: dict[str, CorpusInput], settings: dict) -> dict:
+def _prepare_into(target: Location, splits: dict[str, CorpusInput], settings: dict) -> dict:
     from pipeline.prepare_ray import run_split, start_ray
 
     seconds = {}
@@ -192,13 +219,13 @@ def _prepare_into(staging: Path, splits: dict[str, CorpusInput], settings: dict)
         start_ray()
     with _timed(seconds, "sentencepiece"):
         src_model, tgt_model = train_vocab(splits["train"], settings)
-    (staging / SRC_SPM).write_bytes(src_model)
-    (staging / TGT_SPM).write_bytes(tgt_model)
+    (target / SRC_SPM).write_bytes(src_model)
+    (target / TGT_SPM).write_bytes(tgt_model)
     split_stats = {}
     for name, corpus in splits.items():
         with _timed(seconds, name):
             split_stats[name] = run_split(
-                corpus, staging / name, src_model, tgt_model, settings, name == "train"
+                corpus, target / name, src_model, tgt_model, settings, name == "train"
             )
     stats = {
         "src_lang": settings["src_lang"],
@@ -209,7 +236,8 @@ def _prepare_into(staging: Path, splits: dict[str, CorpusInput], settings: dict)
         "settings": settings,
         "seconds": {name: round(value, 3) for name, value in seconds.items()},
     }
-    (staging / STATS).write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
+    # last: on remote storage its presence is what marks the dataset complete (is_prepared)
+    (target / STATS).write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
     return stats
 
 

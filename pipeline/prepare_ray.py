@@ -12,13 +12,13 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import ray
 
 from pipeline.corpus import CorpusInput, ParallelCorpusDatasource, ReadOptions
 from pipeline.errors import UserError
 from pipeline.prepare_stages import LengthFilter, PreparedSplitSink, TokenizePairs
+from pipeline.storage import Location
 
 # Reading and writing are light next to sentencepiece, so they get small CPU shares and the
 # tokenizer actors a whole CPU each; the OS shares the cores out by actual use.
@@ -53,13 +53,14 @@ def tokenizer_actors(requested: int | None) -> int:
 
 def run_split(
     corpus: CorpusInput,
-    directory: Path,
+    directory: Location,
     src_model: bytes,
     tgt_model: bytes,
     settings: dict,
     is_train: bool,
 ) -> dict:
-    """Read, tokenize and write one split into `directory`; returns its stats.json entry."""
+    """Read, tokenize and write one split into `directory` (local or remote); returns its
+    stats.json entry."""
     options = ReadOptions(
         clean=is_train,
         dedup=is_train and settings["dedup"],

@@ -12,7 +12,6 @@ import itertools
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +19,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sentencepiece as spm
 from ray.data.datasource import Datasink
+
+from pipeline.storage import Location
 
 PERCENTILES = (50, 90, 95, 99)
 IDS = pa.list_(pa.int32())
@@ -164,10 +165,14 @@ def length_percentiles(hist: np.ndarray) -> dict[str, int]:
 
 class PreparedSplitSink(Datasink):
     """Writes the kept pairs of one split as Parquet shards into `directory` (one file per
-    write task, written block by block so memory stays bounded) and gathers SplitStats."""
+    write task, written block by block so memory stays bounded) and gathers SplitStats.
 
-    def __init__(self, directory: Path, rows_per_file: int) -> None:
-        self.directory = Path(directory)
+    Write tasks run on any node, so they write through the directory's filesystem (a local
+    path must then be shared by every node); the sink keeps its URI, which every process
+    can open, rather than a filesystem object."""
+
+    def __init__(self, directory: Location, rows_per_file: int) -> None:
+        self.uri = directory.uri
         self.rows_per_file = rows_per_file
         self.stats = SplitStats()
 
@@ -176,11 +181,11 @@ class PreparedSplitSink(Datasink):
         return self.rows_per_file
 
     def on_write_start(self, schema=None) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        Location.of(self.uri).mkdir()
 
     def write(self, blocks, ctx) -> SplitStats:
         stats = SplitStats()
-        path = self.directory / f"{ctx.task_idx:05d}-{uuid.uuid4().hex[:8]}.parquet"
+        file = Location.of(self.uri) / f"{ctx.task_idx:05d}-{uuid.uuid4().hex[:8]}.parquet"
         writer = None
         for block in blocks:
             if block.num_rows == 0:  # an empty input yields a block without columns
@@ -188,7 +193,7 @@ class PreparedSplitSink(Datasink):
             kept = stats.count(block)
             if kept.num_rows == 0:
                 continue
-            writer = writer or pq.ParquetWriter(path, kept.schema)
+            writer = writer or pq.ParquetWriter(file.path, kept.schema, filesystem=file.filesystem)
             writer.write_table(kept)
         if writer is not None:
             writer.close()

@@ -4,6 +4,9 @@ The driver checks the prepared data, builds the model config from it, hands the 
 (`pipeline.train_worker.train_func`) to a TorchTrainer, and when the run ends exports the
 best checkpoint (by validation BLEU) as `OUT/model/`, plus `metrics.csv` and a plot.
 Re-running with the same `--out` resumes from the latest checkpoint.
+
+`--data` and `--out` are local paths or URIs (s3://bucket/path, ...): Ray Data reads the
+train split and Ray Train keeps its checkpoints through the same pyarrow filesystem layer.
 """
 
 from __future__ import annotations
@@ -12,15 +15,20 @@ import argparse
 import csv
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from pipeline.errors import UserError
+from pipeline.storage import Location
 from pipeline.tokenizer import SRC_SPM, TGT_SPM, Tokenizer
 from pipeline.train_config import TrainConfig
 
 RAY_RUN_NAME = "ray_train"
 EFFECTIVE_CONFIG = "train_config.yaml"
+EXPORTED = ("model", "metrics.csv", "training.png")  # what export_run writes into OUT
 FAULT_ENV = "NMT_INJECT_FAILURE_AT_STEP"  # test-only, see WorkerRun.maybe_inject_fault
 
 EXAMPLES = """examples:
@@ -29,12 +37,17 @@ EXAMPLES = """examples:
   nmt train --data runs/data/multi30k-de-en --out runs/exp/de-en --workers 2 --max-steps 2000
   nmt train --data runs/data/multi30k-de-en --out runs/exp/de-en --resume   # continue a run
   nmt train --data runs/data/multi30k-de-en --out runs/exp/de-en --gpu --workers 4 --time-budget 60
+  nmt train --data s3://bucket/data/multi30k-de-en --out s3://bucket/exp/de-en --workers 4
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="a dataset dir written by `nmt prepare`")
-    parser.add_argument("--out", required=True, help="the run dir (model/, metrics, checkpoints)")
+    parser.add_argument(
+        "--data", required=True, help="a dataset dir written by `nmt prepare` (path or URI)"
+    )
+    parser.add_argument(
+        "--out", required=True, help="the run dir (model/, metrics, checkpoints; path or URI)"
+    )
     parser.add_argument("--config", help="YAML training config (configs/*.yaml); flags override")
     parser.add_argument("--workers", type=int, help="data-parallel workers (default 1)")
     parser.add_argument("--gpu", action="store_true", default=None, help="one GPU per worker")
@@ -81,10 +94,10 @@ def run(args: argparse.Namespace) -> int:
 
 @dataclass
 class TrainSummary:
-    out_dir: Path
+    out_dir: Path | Location  # a Path for a local run dir, a Location for a remote one
     steps: int
     best_bleu: float
-    model_dir: Path
+    model_dir: Path | Location
     resumes: int = 0
     target_tokens: int = 0
     train_seconds: float = 0.0  # excluding validation
@@ -101,44 +114,46 @@ class TrainSummary:
 def train_model(
     data_dir: str | Path, out_dir: str | Path, config: TrainConfig, resume: bool = False
 ) -> TrainSummary:
-    """Train (or resume) a run; returns where the best model went. Usable from jobs/."""
+    """Train (or resume) a run; returns where the best model went. Usable from jobs/.
+    `data_dir` and `out_dir` are local paths or URIs."""
     import ray
 
-    data_dir, out_dir = Path(data_dir).resolve(), Path(out_dir).resolve()
-    stats = check_prepared_data(data_dir)
-    model_config = build_model_config(data_dir, config)
-    has_previous = (out_dir / RAY_RUN_NAME).is_dir()
+    data, out = Location.of(data_dir), Location.of(out_dir)
+    stats = check_prepared_data(data)
+    model_config = build_model_config(data, config)
+    has_previous = (out / RAY_RUN_NAME).is_dir()
     if resume and not has_previous:
-        raise UserError(f"--resume: no previous run in {out_dir}")
-    check_compatible_with_previous(out_dir, config)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    config.save(out_dir / EFFECTIVE_CONFIG)
+        raise UserError(f"--resume: no previous run in {out}")
+    check_compatible_with_previous(out, config)
+    out.mkdir()
+    (out / EFFECTIVE_CONFIG).write_text(config.to_yaml())
     if not ray.is_initialized():
         ray.init(logging_level="WARNING")
-    trainer = build_trainer(data_dir, out_dir, config, model_config, stats)
+    trainer = build_trainer(data, out, config, model_config, stats)
     result = trainer.fit()
-    return export_run(result, data_dir, out_dir, stats)
+    return export_run(result, data, out, stats)
 
 
-def check_prepared_data(data_dir: Path) -> dict:
-    if not data_dir.is_dir():
-        raise UserError(f"--data {data_dir} does not exist; create it with `nmt prepare`")
+def check_prepared_data(data: Location) -> dict:
+    if not data.is_dir():
+        raise UserError(f"--data {data} does not exist; create it with `nmt prepare`")
     needed = ["stats.json", SRC_SPM, TGT_SPM, "train", "valid"]
-    missing = [name for name in needed if not (data_dir / name).exists()]
+    missing = [name for name in needed if not (data / name).exists()]
     if missing:
         raise UserError(
-            f"--data {data_dir} is not a prepared dataset (missing "
+            f"--data {data} is not a prepared dataset (missing "
             f"{', '.join(missing)}); create it with `nmt prepare`"
         )
-    return json.loads((data_dir / "stats.json").read_text())
+    return json.loads((data / "stats.json").read_text())
 
 
-def build_model_config(data_dir: Path, config: TrainConfig):
+def build_model_config(data: Location, config: TrainConfig):
     from models.config import ModelConfig
 
+    # the tokenizers are small: read their bytes rather than copying files from remote data
     sizes = {
-        "src_vocab_size": Tokenizer(data_dir / SRC_SPM).vocab_size,
-        "tgt_vocab_size": Tokenizer(data_dir / TGT_SPM).vocab_size,
+        "src_vocab_size": Tokenizer.from_serialized((data / SRC_SPM).read_bytes()).vocab_size,
+        "tgt_vocab_size": Tokenizer.from_serialized((data / TGT_SPM).read_bytes()).vocab_size,
     }
     reserved = set(sizes) | {"pad_id", "unk_id", "bos_id", "eos_id"}
     if reserved & set(config.model):
@@ -152,19 +167,19 @@ def build_model_config(data_dir: Path, config: TrainConfig):
         raise UserError(f"bad model settings in the config: {error}") from None
 
 
-def check_compatible_with_previous(out_dir: Path, config: TrainConfig) -> None:
-    saved = out_dir / EFFECTIVE_CONFIG
-    if not saved.is_file() or not (out_dir / RAY_RUN_NAME).is_dir():
+def check_compatible_with_previous(out: Location, config: TrainConfig) -> None:
+    saved = out / EFFECTIVE_CONFIG
+    if not saved.is_file() or not (out / RAY_RUN_NAME).is_dir():
         return
-    previous = TrainConfig.from_yaml(saved)
+    previous = TrainConfig.from_dict(yaml.safe_load(saved.read_text()) or {}, source=saved.uri)
     if previous.model != config.model:
         raise UserError(
-            f"{out_dir} holds a run with other model settings ({previous.model}); "
+            f"{out} holds a run with other model settings ({previous.model}); "
             "use another --out or the same config"
         )
 
 
-def build_trainer(data_dir: Path, out_dir: Path, config: TrainConfig, model_config, stats: dict):
+def build_trainer(data: Location, out: Location, config: TrainConfig, model_config, stats: dict):
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -175,17 +190,15 @@ def build_trainer(data_dir: Path, out_dir: Path, config: TrainConfig, model_conf
     loop_config = {
         "train": config.to_dict(),
         "model_config": model_config.to_dict(),
-        "valid": load_validation_set(data_dir, config.valid_max_sentences, stats["tgt_lang"]),
+        "valid": load_validation_set(data, config.valid_max_sentences, stats["tgt_lang"]),
         "threads_per_worker": _threads_per_worker(config, cpus),
     }
     if os.environ.get(FAULT_ENV):
         loop_config["inject_failure"] = {
             "step": int(os.environ[FAULT_ENV]),
-            "marker_dir": str(out_dir),
+            "marker_dir": out.uri,
         }
-    train_data = ray.data.read_parquet(str(data_dir / "train")).select_columns(
-        ["src_ids", "tgt_ids"]
-    )
+    train_data = ray.data.read_parquet((data / "train").uri).select_columns(["src_ids", "tgt_ids"])
     return TorchTrainer(
         train_loop_per_worker=train_func,
         train_loop_config=loop_config,
@@ -197,7 +210,7 @@ def build_trainer(data_dir: Path, out_dir: Path, config: TrainConfig, model_conf
         datasets={"train": train_data},
         run_config=RunConfig(
             name=RAY_RUN_NAME,
-            storage_path=str(out_dir),
+            storage_path=out.uri,  # Ray Train opens a URI through pyarrow itself
             checkpoint_config=CheckpointConfig(
                 num_to_keep=config.checkpoints_to_keep,
                 checkpoint_score_attribute="valid_bleu",
@@ -231,14 +244,10 @@ def _threads_per_worker(config: TrainConfig, cpus_per_worker: float) -> int:
     return max(1, int(cpus_per_worker))
 
 
-def export_run(result, data_dir: Path, out_dir: Path, stats: dict) -> TrainSummary:
-    """Best checkpoint -> OUT/model (a model dir); history -> metrics.csv and training.png."""
-    import torch
-
-    from models.config import ModelConfig
-    from models.model_dir import save_model
-    from models.seq2seq import Seq2Seq
-    from pipeline.train_worker import PROGRESS_FILE, STATE_FILE
+def export_run(result, data: Location, out: Location, stats: dict) -> TrainSummary:
+    """Best checkpoint -> OUT/model (a model dir); history -> metrics.csv and training.png.
+    For a remote OUT they are written into a local temp dir, then uploaded."""
+    from pipeline.train_worker import PROGRESS_FILE
 
     if result.error:
         raise result.error
@@ -246,33 +255,56 @@ def export_run(result, data_dir: Path, out_dir: Path, stats: dict) -> TrainSumma
     if not scored or result.checkpoint is None:
         raise UserError("training produced no checkpoint (was the training set empty?)")
     best_checkpoint, best_metrics = max(scored, key=lambda cm: (cm[1]["valid_bleu"], cm[1]["step"]))
-    with best_checkpoint.as_directory() as directory:
-        model = Seq2Seq(ModelConfig.load(Path(directory) / "config.json"))
-        state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-    model_dir = out_dir / "model"
-    save_model(model, model_dir, {SRC_SPM: data_dir / SRC_SPM, TGT_SPM: data_dir / TGT_SPM})
-    meta = {
-        "src_lang": stats.get("src_lang"),
-        "tgt_lang": stats.get("tgt_lang"),
-        "name": out_dir.name,
-        "step": best_metrics["step"],
-        "valid_bleu": best_metrics["valid_bleu"],
-    }
-    (model_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     with result.checkpoint.as_directory() as directory:
         progress = json.loads((Path(directory) / PROGRESS_FILE).read_text())
-    write_metrics(progress["history"], out_dir / "metrics.csv")
-    plot_training(progress["history"], out_dir / "training.png")
+    with tempfile.TemporaryDirectory() as scratch:
+        local = Path(out.path) if out.is_local else Path(scratch) / "out"
+        save_best_model(best_checkpoint, data, local / "model", Path(scratch))
+        meta = {
+            "src_lang": stats.get("src_lang"),
+            "tgt_lang": stats.get("tgt_lang"),
+            "name": out.name,
+            "step": best_metrics["step"],
+            "valid_bleu": best_metrics["valid_bleu"],
+        }
+        (local / "model" / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        write_metrics(progress["history"], local / "metrics.csv")
+        plot_training(progress["history"], local / "training.png")
+        if not out.is_local:
+            for name in EXPORTED:
+                (out / name).upload(local / name)
+    run_dir = Path(out.path) if out.is_local else out
     return TrainSummary(
-        out_dir,
+        run_dir,
         progress["step"],
         progress["best_bleu"],
-        model_dir,
+        run_dir / "model",
         progress["resumes"],
         progress["target_tokens"],
         progress["elapsed_seconds"],
     )
+
+
+def save_best_model(checkpoint, data: Location, model_dir: Path, scratch: Path) -> None:
+    """The checkpoint's model as a model dir, with the dataset's tokenizers beside it."""
+    import torch
+
+    from models.config import ModelConfig
+    from models.model_dir import save_model
+    from models.seq2seq import Seq2Seq
+    from pipeline.train_worker import STATE_FILE
+
+    with checkpoint.as_directory() as directory:  # downloads a checkpoint on remote storage
+        model = Seq2Seq(ModelConfig.load(Path(directory) / "config.json"))
+        state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+    tokenizers = {name: _local_file(data / name, scratch / "spm") for name in (SRC_SPM, TGT_SPM)}
+    save_model(model, model_dir, tokenizers)
+
+
+def _local_file(file: Location, scratch: Path) -> Path:
+    """`file` itself when local, else a copy downloaded into `scratch`."""
+    return Path(file.path) if file.is_local else file.download(scratch / file.name)
 
 
 def write_metrics(history: list[dict], path: Path) -> None:

@@ -27,6 +27,7 @@ from models.config import ModelConfig
 from models.search import beam_search, greedy_search
 from models.seq2seq import Seq2Seq
 from models.training import Batch, collate, token_batches, train_step
+from pipeline.storage import Location
 from pipeline.tokenizer import Tokenizer
 
 STATE_FILE = "state.pt"
@@ -300,9 +301,8 @@ class WorkerRun:
         fault = self.loop_config.get("inject_failure")
         if not fault or self.progress.step != fault["step"] or self.rank != self.world_size - 1:
             return
-        marker = Path(fault["marker_dir"]) / FAULT_MARKER
+        marker = Location.of(fault["marker_dir"]) / FAULT_MARKER  # the run dir: maybe remote
         if not marker.exists():
-            marker.parent.mkdir(parents=True, exist_ok=True)
             marker.write_text(str(self.progress.step))
             raise RuntimeError(f"injected failure at step {self.progress.step}")
 
@@ -402,9 +402,15 @@ def _eta(step: int, elapsed: float, max_steps: int | None, budget_minutes: float
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def load_validation_set(data_dir: Path, max_sentences: int | None, tgt_lang: str) -> dict:
-    """The valid split as plain lists (small; shipped to workers in the loop config)."""
-    table = pq.read_table(data_dir / "valid", columns=["index", "src_ids", "tgt_ids", "tgt_text"])
+def load_validation_set(
+    data_dir: str | Path | Location, max_sentences: int | None, tgt_lang: str
+) -> dict:
+    """The valid split as plain lists (small; shipped to workers in the loop config).
+    `data_dir` may be remote: the split is read through its filesystem."""
+    data = Location.of(data_dir)
+    valid = data / "valid"
+    wanted = ["index", "src_ids", "tgt_ids", "tgt_text"]
+    table = pq.read_table(valid.path, filesystem=valid.filesystem, columns=wanted)
     table = table.sort_by("index")
     if max_sentences:
         table = table.slice(0, max_sentences)
@@ -413,6 +419,6 @@ def load_validation_set(data_dir: Path, max_sentences: int | None, tgt_lang: str
         "src_ids": columns["src_ids"],
         "tgt_ids": columns["tgt_ids"],
         "tgt_text": columns["tgt_text"],
-        "tgt_spm": (data_dir / "spm.tgt.model").read_bytes(),
+        "tgt_spm": (data / "spm.tgt.model").read_bytes(),
         "bleu_tokenize": "zh" if tgt_lang == "zh" else "13a",
     }
