@@ -44,7 +44,9 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="model dir or training run dir")
+    parser.add_argument(
+        "--model", required=True, help="model dir or training run dir (path or URI)"
+    )
     parser.add_argument("--input", help="text file, one sentence a line, .gz ok (default: stdin)")
     parser.add_argument("--output", help="where translations go, .gz ok (default: stdout)")
     parser.add_argument(
