@@ -113,6 +113,14 @@ class Location:
         paths = sorted(i.path for i in infos if i.type == pafs.FileType.File)
         return [self._with_path(path) for path in paths]
 
+    def total_bytes(self) -> int:
+        """The size of a file, or of every file below a directory."""
+        info = self.filesystem.get_file_info(self.path)
+        if info.type == pafs.FileType.File:
+            return info.size
+        selector = pafs.FileSelector(self.path, allow_not_found=True, recursive=True)
+        return sum(i.size or 0 for i in self.filesystem.get_file_info(selector))
+
     # ------------------------------------------------------------ contents
 
     def read_bytes(self) -> bytes:

@@ -29,6 +29,9 @@ class TrainConfig:
     max_tokens: int = 4000
     bucket_window: int = 50  # length-sorting window, in batches
     max_len: int = 100  # pairs longer than this (either side, in pieces) are skipped
+    # A train split of at most this many MiB (its Parquet files) is read into Ray's object
+    # store once; a larger one streams from storage, every epoch. 0: always stream.
+    cache_train_mib: float = 1024
     # Length of the run; the first limit reached stops it.
     max_steps: int | None = None
     max_epochs: int | None = None
@@ -45,9 +48,9 @@ class TrainConfig:
     workers: int = 1
     gpu: bool = False
     cpus_per_worker: float | None = None  # default: leave one CPU for Ray Data
+    threads_per_worker: int | None = None  # torch threads; default: the node's cores / workers
     # Extra Ray resources each worker needs, e.g. {"accelerator_type:A10G": 0.01} or a custom
     # resource that only some node types offer.
-    threads_per_worker: int | None = None  # torch threads; default: the node's cores / workers
     worker_resources: dict = field(default_factory=dict)
     precision: str = "auto"  # "auto" (bf16 autocast on GPU, fp32 on CPU) | "fp32" | "bf16"
     seed: int = 1
