@@ -19,8 +19,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from pipeline.errors import UserError
 from pipeline.storage import Location
 from pipeline.tokenizer import SRC_SPM, TGT_SPM, Tokenizer
@@ -126,7 +124,7 @@ def train_model(
         raise UserError(f"--resume: no previous run in {out}")
     check_compatible_with_previous(out, config)
     out.mkdir()
-    (out / EFFECTIVE_CONFIG).write_text(config.to_yaml())
+    config.save(out / EFFECTIVE_CONFIG)
     if not ray.is_initialized():
         ray.init(logging_level="WARNING")
     trainer = build_trainer(data, out, config, model_config, stats)
@@ -171,7 +169,7 @@ def check_compatible_with_previous(out: Location, config: TrainConfig) -> None:
     saved = out / EFFECTIVE_CONFIG
     if not saved.is_file() or not (out / RAY_RUN_NAME).is_dir():
         return
-    previous = TrainConfig.from_dict(yaml.safe_load(saved.read_text()) or {}, source=saved.uri)
+    previous = TrainConfig.from_yaml(saved)
     if previous.model != config.model:
         raise UserError(
             f"{out} holds a run with other model settings ({previous.model}); "

@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.errors import UserError
+from pipeline.storage import Location
 
 
 @dataclass
@@ -56,12 +57,13 @@ class TrainConfig:
     seed: int = 1
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> TrainConfig:
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"config file {path} not found")
-        data = yaml.safe_load(path.read_text()) or {}
-        return cls.from_dict(data, source=str(path))
+    def from_yaml(cls, path: str | Path | Location) -> TrainConfig:
+        """From a YAML file: a local path or a URI (a remote run dir's saved config)."""
+        location = Location.of(path)
+        if not location.is_file():
+            raise UserError(f"config file {location} not found")
+        data = yaml.safe_load(location.read_text()) or {}
+        return cls.from_dict(data, source=location.uri)
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> TrainConfig:
@@ -78,8 +80,5 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_yaml())
+    def save(self, path: str | Path | Location) -> None:
+        Location.of(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
