@@ -3,6 +3,10 @@
 Every attention has the same two-phase shape so the decoder loop stays one piece of code:
 `precompute_keys` runs once per source batch (the expensive key projection), and
 `forward` runs once per decoder step with the projected query.
+
+A source may be shared by several consecutive query rows (the beams of one sentence): with
+B sources and B * W queries, rows b * W ... b * W + W - 1 attend to source b. The beams then
+read one copy of their source instead of each carrying its own, re-gathered at every step.
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ class AdditiveAttention(nn.Module):
     def forward(
         self, query: Tensor, keys: Tensor, annotations: Tensor, mask: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """query [B, A] (already projected), keys [B, S, A], annotations [B, S, K],
-        mask [B, S] (True on real tokens) -> context [B, K], weights [B, S]"""
-        scores = self.energy(torch.tanh(keys + query.unsqueeze(1))).squeeze(2)
-        return _weighted_context(scores, annotations, mask)
+        """query [B * W, A] (already projected), keys [B, S, A], annotations [B, S, K],
+        mask [B, S] (True on real tokens) -> context [B * W, K], weights [B * W, S]"""
+        grouped = _group(query, keys.size(0))  # [B, W, A]
+        energies = torch.tanh(keys.unsqueeze(1) + grouped.unsqueeze(2))  # [B, W, S, A]
+        return _weighted_context(self.energy(energies).squeeze(3), annotations, mask)
 
 
 class BilinearAttention(nn.Module):
@@ -48,8 +53,8 @@ class BilinearAttention(nn.Module):
     def forward(
         self, query: Tensor, keys: Tensor, annotations: Tensor, mask: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """query [B, H_dec] (the decoder state) -> context [B, K], weights [B, S]"""
-        scores = torch.bmm(keys, query.unsqueeze(2)).squeeze(2)
+        """query [B * W, H_dec] (the decoder state) -> context [B * W, K], weights [B * W, S]"""
+        scores = torch.bmm(_group(query, keys.size(0)), keys.transpose(1, 2))  # [B, W, S]
         return _weighted_context(scores, annotations, mask)
 
 
@@ -70,15 +75,24 @@ class FixedContext(nn.Module):
     def forward(
         self, query: Tensor, keys: Tensor, annotations: Tensor, mask: Tensor
     ) -> tuple[Tensor, None]:
-        return annotations[:, 0], None
+        """query [B * W, *] -> the summary of each row's source [B * W, K], None"""
+        rows_per_source = query.size(0) // annotations.size(0)
+        return annotations[:, 0].repeat_interleave(rows_per_source, dim=0), None
+
+
+def _group(query: Tensor, sources: int) -> Tensor:
+    """[B * W, A] -> [B, W, A]: the query rows of each source together."""
+    return query.view(sources, query.size(0) // sources, query.size(1))
 
 
 def _weighted_context(scores: Tensor, annotations: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """scores [B, W, S], annotations [B, S, K], mask [B, S] ->
+    context [B * W, K], weights [B * W, S]"""
     # -inf on padding gives exactly zero weight there after softmax; every row has at least
     # one real token, so no row is all -inf.
-    weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=1)
-    context = torch.bmm(weights.unsqueeze(1), annotations).squeeze(1)
-    return context, weights
+    weights = torch.softmax(scores.masked_fill(~mask.unsqueeze(1), float("-inf")), dim=2)
+    context = torch.bmm(weights, annotations)  # each source read once for all its W rows
+    return context.flatten(0, 1), weights.flatten(0, 1)
 
 
 ATTENTIONS = {"bahdanau": AdditiveAttention, "luong": BilinearAttention, "none": FixedContext}

@@ -73,8 +73,9 @@ class Decoder(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """One decoder step: s_i = GRU([E y_{i-1}; c_i], s_{i-1}), c_i = attend(s_{i-1}).
 
-        hidden [B, H], emb_gates [B, 3H] (the previous token's gate input) ->
-        new hidden [B, H], context [B, K], attention weights [B, S] (None without attention)
+        hidden [R, H], emb_gates [R, 3H] (the previous token's gate input), a source of B
+        sentences with R = B * W (W consecutive rows per sentence, e.g. its beams) ->
+        new hidden [R, H], context [R, K], attention weights [R, S] (None without attention)
         """
         projected = self.hidden_proj(hidden)
         hidden_gates = projected[:, : 3 * self.hidden_size]

@@ -36,7 +36,9 @@ class _StepDecoder:
     """Holds the encoded batch and the decoder state; advances one token at a time.
 
     Rows can be reordered or dropped with `select`, which is how beams are re-ranked and
-    finished sentences leave the batch.
+    finished sentences leave the batch. The encoded source holds one row per sentence, shared
+    by the sentence's consecutive decoder rows (its beams); it is only gathered again when
+    sentences leave.
     """
 
     def __init__(self, model: Seq2Seq, source: EncodedSource, hidden: Tensor) -> None:
@@ -58,8 +60,11 @@ class _StepDecoder:
         top_logits, top_ids = logits.topk(k, dim=-1)
         return top_logits - torch.logsumexp(logits, dim=-1, keepdim=True), top_ids, weights
 
-    def select(self, rows: Tensor) -> None:
-        self.source, self.hidden = self.source.select(rows), self.hidden[rows]
+    def select(self, rows: Tensor, sentences: Tensor | None = None) -> None:
+        """Keep decoder rows `rows` (in that order) and, when given, source rows `sentences`."""
+        self.hidden = self.hidden[rows]
+        if sentences is not None:
+            self.source = self.source.select(sentences)
 
 
 @torch.inference_mode()
@@ -96,7 +101,8 @@ def greedy_search(
         if not keep.any():
             break
         active, prev = active[keep], best[keep]
-        decoder.select(keep.nonzero().squeeze(1))
+        rows = keep.nonzero().squeeze(1)
+        decoder.select(rows, sentences=rows)
     keep_attention = return_attention and config.attention != "none"
     return [
         Hypothesis(
@@ -206,11 +212,14 @@ def beam_search(
         )
         if done.all():
             break
+        if not done.any():
+            decoder.select(rows)  # beams re-ranked; every sentence keeps its source row
+            continue
         keep = (~done).nonzero().squeeze(1)
         keep_rows = (keep[:, None] * width + torch.arange(width, device=device)).view(-1)
         active, alive_scores = active[keep], alive_scores[keep]
         alive_tokens, prev = alive_tokens[keep_rows], prev[keep_rows]
         if keep_attention:
             alive_attention = alive_attention[keep_rows]
-        decoder.select(rows[keep_rows])
+        decoder.select(rows[keep_rows], sentences=keep)
     return [finished.n_best(i, n_best) for i in range(batch_size)]

@@ -81,6 +81,30 @@ def test_step_by_step_decoding_reproduces_teacher_forced_logits(attention):
         )
 
 
+@pytest.mark.parametrize("attention", ["bahdanau", "luong", "none"])
+def test_rows_sharing_a_source_decode_as_if_each_had_its_own_copy(attention):
+    """Beam search keeps one encoded source per sentence for all its beams: W consecutive
+    decoder rows per source must give what W copies of the source would."""
+    model = random_model(attention)
+    batch = toy_batch(["abcdefg", "hij", "klmnopqrs"], model.config)
+    source, init = model.encode(batch.src, batch.src_len)
+    width = 4
+    copies = torch.arange(3).repeat_interleave(width)  # [0, 0, 0, 0, 1, ...]
+    torch.manual_seed(1)
+    hidden = init[copies] + 0.1 * torch.randn(3 * width, init.size(1))  # beams differ
+    tokens = torch.randint(4, model.config.tgt_vocab_size, (3 * width,))
+    shared, copied = _StepDecoder(model, source, hidden), _StepDecoder(model, source, hidden)
+    copied.source = source.select(copies)
+    for _ in range(3):
+        top_shared, ids_shared, weights_shared = shared.top_log_probs(tokens, 5)
+        top_copied, ids_copied, weights_copied = copied.top_log_probs(tokens, 5)
+        torch.testing.assert_close(top_shared, top_copied)
+        assert torch.equal(ids_shared, ids_copied)
+        if weights_shared is not None:
+            torch.testing.assert_close(weights_shared, weights_copied)
+        tokens = ids_shared[:, 0]
+
+
 def test_training_loss_ignores_padding():
     model = random_model()
     texts = ["abcdefg", "hij", "klmnopqrs"]
