@@ -4,15 +4,53 @@ Every attention has the same two-phase shape so the decoder loop stays one piece
 `precompute_keys` runs once per source batch (the expensive key projection), and
 `forward` runs once per decoder step with the projected query.
 
-A source may be shared by several consecutive query rows (the beams of one sentence): with
-B sources and B * W queries, rows b * W ... b * W + W - 1 attend to source b. The beams then
-read one copy of their source instead of each carrying its own, re-gathered at every step.
+A source may be shared by several consecutive query rows (the beams of one sentence, as many
+as the sentence has live hypotheses): `RowSources` says which source each row reads. The
+beams then read one copy of their source instead of each carrying its own, re-gathered at
+every step. Without it, row i reads source i.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
+
+
+@dataclass
+class RowSources:
+    """Which source each of R query rows reads; the rows of a source are consecutive."""
+
+    source: Tensor  # [R] the row's source, non-decreasing
+    slot: Tensor  # [R] the row's position among its source's rows
+    width: int  # the most rows any source has
+    sources: int  # B
+
+    @staticmethod
+    def of(row_source: Tensor, sources: int) -> RowSources:
+        """row_source [R] (non-decreasing source indices), B sources (some may have no rows)."""
+        counts = torch.bincount(row_source, minlength=sources)
+        first = counts.cumsum(0) - counts
+        slot = torch.arange(row_source.numel(), device=row_source.device) - first[row_source]
+        return RowSources(row_source, slot, int(counts.max()), sources)
+
+    @property
+    def uniform(self) -> bool:
+        """Every source has `width` rows (then grouping is a view)."""
+        return self.source.numel() == self.sources * self.width
+
+    def group(self, rows: Tensor, fill: float = 0.0) -> Tensor:
+        """[R, *] -> [B, width, *], each source's rows together, the rest `fill`."""
+        if self.uniform:
+            return rows.view(self.sources, self.width, *rows.shape[1:])
+        grouped = rows.new_full((self.sources, self.width, *rows.shape[1:]), fill)
+        grouped[self.source, self.slot] = rows
+        return grouped
+
+    def ungroup(self, grouped: Tensor) -> Tensor:
+        """[B, width, *] -> [R, *]"""
+        return grouped.flatten(0, 1) if self.uniform else grouped[self.source, self.slot]
 
 
 class AdditiveAttention(nn.Module):
@@ -29,13 +67,24 @@ class AdditiveAttention(nn.Module):
         return self.key_proj(annotations)
 
     def forward(
-        self, query: Tensor, keys: Tensor, annotations: Tensor, mask: Tensor
+        self,
+        query: Tensor,
+        keys: Tensor,
+        annotations: Tensor,
+        mask: Tensor,
+        rows: RowSources | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """query [B * W, A] (already projected), keys [B, S, A], annotations [B, S, K],
-        mask [B, S] (True on real tokens) -> context [B * W, K], weights [B * W, S]"""
-        grouped = _group(query, keys.size(0))  # [B, W, A]
-        energies = torch.tanh(keys.unsqueeze(1) + grouped.unsqueeze(2))  # [B, W, S, A]
-        return _weighted_context(self.energy(energies).squeeze(3), annotations, mask)
+        """query [R, A] (already projected), keys [B, S, A], annotations [B, S, K],
+        mask [B, S] (True on real tokens) -> context [R, K], weights [R, S]"""
+        if rows is None or rows.uniform:  # the rows of each source side by side
+            grouped = _group(query, rows).unsqueeze(2)  # [B, W, 1, A]
+            energies = torch.tanh(keys.unsqueeze(1) + grouped).flatten(0, 1)  # [R, S, A]
+        else:
+            # Each row's keys are gathered (not the B x width grid of `rows.group`) so that
+            # the tanh, the costliest part, runs on live rows only, however uneven the beams;
+            # in place, as the gathered copy is ours: one [R, S, A] tensor written, not three.
+            energies = keys[rows.source].add_(query.unsqueeze(1)).tanh_()
+        return _weighted_context(self.energy(energies).squeeze(2), annotations, mask, rows)
 
 
 class BilinearAttention(nn.Module):
@@ -51,11 +100,16 @@ class BilinearAttention(nn.Module):
         return self.key_proj(annotations)
 
     def forward(
-        self, query: Tensor, keys: Tensor, annotations: Tensor, mask: Tensor
+        self,
+        query: Tensor,
+        keys: Tensor,
+        annotations: Tensor,
+        mask: Tensor,
+        rows: RowSources | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """query [B * W, H_dec] (the decoder state) -> context [B * W, K], weights [B * W, S]"""
-        scores = torch.bmm(_group(query, keys.size(0)), keys.transpose(1, 2))  # [B, W, S]
-        return _weighted_context(scores, annotations, mask)
+        """query [R, H_dec] (the decoder state) -> context [R, K], weights [R, S]"""
+        scores = _ungroup(torch.bmm(_group(query, rows), keys.transpose(1, 2)), rows)  # [R, S]
+        return _weighted_context(scores, annotations, mask, rows)
 
 
 class FixedContext(nn.Module):
@@ -73,26 +127,39 @@ class FixedContext(nn.Module):
         return annotations
 
     def forward(
-        self, query: Tensor, keys: Tensor, annotations: Tensor, mask: Tensor
+        self,
+        query: Tensor,
+        keys: Tensor,
+        annotations: Tensor,
+        mask: Tensor,
+        rows: RowSources | None = None,
     ) -> tuple[Tensor, None]:
-        """query [B * W, *] -> the summary of each row's source [B * W, K], None"""
-        rows_per_source = query.size(0) // annotations.size(0)
-        return annotations[:, 0].repeat_interleave(rows_per_source, dim=0), None
+        """query [R, *] -> the summary of each row's source [R, K], None"""
+        summary = annotations[:, 0]
+        return (summary if rows is None else summary[rows.source]), None
 
 
-def _group(query: Tensor, sources: int) -> Tensor:
-    """[B * W, A] -> [B, W, A]: the query rows of each source together."""
-    return query.view(sources, query.size(0) // sources, query.size(1))
+def _group(rows: Tensor, sources: RowSources | None) -> Tensor:
+    """[R, *] -> [B, width, *]: the rows of each source together (width 1 without sources)."""
+    return rows.unsqueeze(1) if sources is None else sources.group(rows)
 
 
-def _weighted_context(scores: Tensor, annotations: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-    """scores [B, W, S], annotations [B, S, K], mask [B, S] ->
-    context [B * W, K], weights [B * W, S]"""
+def _ungroup(grouped: Tensor, sources: RowSources | None) -> Tensor:
+    """[B, width, *] -> [R, *]"""
+    return grouped.squeeze(1) if sources is None else sources.ungroup(grouped)
+
+
+def _weighted_context(
+    scores: Tensor, annotations: Tensor, mask: Tensor, rows: RowSources | None
+) -> tuple[Tensor, Tensor]:
+    """scores [R, S], annotations [B, S, K], mask [B, S] -> context [R, K], weights [R, S]"""
+    row_mask = mask if rows is None else mask[rows.source]
     # -inf on padding gives exactly zero weight there after softmax; every row has at least
     # one real token, so no row is all -inf.
-    weights = torch.softmax(scores.masked_fill(~mask.unsqueeze(1), float("-inf")), dim=2)
-    context = torch.bmm(weights, annotations)  # each source read once for all its W rows
-    return context.flatten(0, 1), weights.flatten(0, 1)
+    weights = torch.softmax(scores.masked_fill(~row_mask, float("-inf")), dim=1)
+    # Each source is read once for all its rows: the weights are laid out [B, width, S].
+    context = _ungroup(torch.bmm(_group(weights, rows), annotations), rows)
+    return context, weights
 
 
 ATTENTIONS = {"bahdanau": AdditiveAttention, "luong": BilinearAttention, "none": FixedContext}

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from models.attention import ATTENTIONS
+from models.attention import ATTENTIONS, RowSources
 from models.config import ModelConfig
 
 
@@ -69,18 +69,23 @@ class Decoder(nn.Module):
         return torch.tanh(self.init_proj(summary))
 
     def step(
-        self, hidden: Tensor, emb_gates: Tensor, source: EncodedSource
+        self,
+        hidden: Tensor,
+        emb_gates: Tensor,
+        source: EncodedSource,
+        rows: RowSources | None = None,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """One decoder step: s_i = GRU([E y_{i-1}; c_i], s_{i-1}), c_i = attend(s_{i-1}).
 
         hidden [R, H], emb_gates [R, 3H] (the previous token's gate input), a source of B
-        sentences with R = B * W (W consecutive rows per sentence, e.g. its beams) ->
-        new hidden [R, H], context [R, K], attention weights [R, S] (None without attention)
+        sentences, `rows` saying which sentence each row reads (e.g. its beams; None: R = B,
+        row i reads sentence i) -> new hidden [R, H], context [R, K], attention weights
+        [R, S] (None without attention)
         """
         projected = self.hidden_proj(hidden)
         hidden_gates = projected[:, : 3 * self.hidden_size]
         query = projected[:, 3 * self.hidden_size :] if self.attention.query_size else hidden
-        context, weights = self.attention(query, source.keys, source.annotations, source.mask)
+        context, weights = self.attention(query, source.keys, source.annotations, source.mask, rows)
         input_gates = emb_gates + self.ctx_gates(context)
         in_r, in_z, in_n = input_gates.chunk(3, dim=1)
         h_r, h_z, h_n = hidden_gates.chunk(3, dim=1)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from models.attention import RowSources
 from models.decoder import EncodedSource
 from models.seq2seq import Seq2Seq
 
@@ -37,13 +38,14 @@ class _StepDecoder:
 
     Rows can be reordered or dropped with `select`, which is how beams are re-ranked and
     finished sentences leave the batch. The encoded source holds one row per sentence, shared
-    by the sentence's consecutive decoder rows (its beams); it is only gathered again when
-    sentences leave.
+    by the sentence's consecutive decoder rows (its beams, as many as it has live
+    hypotheses, told by `rows`); it is only gathered again when sentences leave.
     """
 
     def __init__(self, model: Seq2Seq, source: EncodedSource, hidden: Tensor) -> None:
         self.decoder = model.decoder
         self.source, self.hidden = source, hidden
+        self.rows: RowSources | None = None  # None: row i reads sentence i
 
     def top_log_probs(self, prev_tokens: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor | None]:
         """prev_tokens [R] -> the k best log-probabilities [R, k] and their token ids [R, k],
@@ -54,15 +56,19 @@ class _StepDecoder:
         320 x 8000 floats a step, read and written twice more for nothing."""
         embedded = self.decoder.embedding(prev_tokens)
         self.hidden, context, weights = self.decoder.step(
-            self.hidden, self.decoder.emb_gates(embedded), self.source
+            self.hidden, self.decoder.emb_gates(embedded), self.source, self.rows
         )
         logits = self.decoder.logits(self.hidden, embedded, context).float()
         top_logits, top_ids = logits.topk(k, dim=-1)
         return top_logits - torch.logsumexp(logits, dim=-1, keepdim=True), top_ids, weights
 
-    def select(self, rows: Tensor, sentences: Tensor | None = None) -> None:
-        """Keep decoder rows `rows` (in that order) and, when given, source rows `sentences`."""
+    def select(
+        self, rows: Tensor, sentences: Tensor | None = None, row_sources: RowSources | None = None
+    ) -> None:
+        """Keep decoder rows `rows` (in that order) reading `row_sources`, and, when given,
+        only source rows `sentences`."""
         self.hidden = self.hidden[rows]
+        self.rows = row_sources
         if sentences is not None:
             self.source = self.source.select(sentences)
 
@@ -131,6 +137,70 @@ class _Finished:
         return sorted(self.hypotheses[sentence], key=lambda h: h.score, reverse=True)[:n]
 
 
+@dataclass
+class _LiveBeams:
+    """The live hypotheses of the running sentences, one decoder row each, grouped by
+    sentence and best first within it."""
+
+    sentence: Tensor  # [R] index of the row's running sentence, non-decreasing
+    scores: Tensor  # [R] log-probability so far
+    tokens: Tensor  # [R, t] tokens so far
+    attention: Tensor  # [R, t, S] their attention weights ([R, 0, S] when not asked for)
+    parent: Tensor  # [R] the row of the previous step each was extended from
+
+    def extend(self, picked: _Extensions, live: Tensor, weights: Tensor | None) -> _LiveBeams:
+        """The `live` extensions [running, n] as the next step's rows; `weights` [R, S] the
+        step's attention, kept when given."""
+        parent = picked.parents[live]
+        attention = self.attention[parent]
+        if weights is not None:
+            attention = torch.cat([attention, weights[parent, None]], dim=1)
+        sentence = torch.arange(live.size(0), device=live.device).repeat_interleave(live.sum(1))
+        tokens = torch.cat([self.tokens[parent], picked.tokens[live, None]], dim=1)
+        return _LiveBeams(sentence, picked.scores[live], tokens, attention, parent)
+
+    def without(self, done: Tensor) -> _LiveBeams:
+        """Drop the rows of the sentences `done` [running]; the others are renumbered."""
+        rows = ~done[self.sentence]
+        renumber = (~done).long().cumsum(0) - 1
+        return _LiveBeams(
+            renumber[self.sentence[rows]],
+            self.scores[rows],
+            self.tokens[rows],
+            self.attention[rows],
+            self.parent[rows],
+        )
+
+
+@dataclass
+class _Extensions:
+    """Each running sentence's best extensions of its live hypotheses, [running, n], best
+    first; `valid` marks those it keeps (within its free slots, not pruned)."""
+
+    scores: Tensor  # log-probability with the new token
+    tokens: Tensor  # the new token
+    parents: Tensor  # the row extended
+    valid: Tensor
+
+    @staticmethod
+    def best(
+        beams: _LiveBeams, row_scores: Tensor, row_tokens: Tensor, slots: Tensor, prune: float
+    ) -> _Extensions:
+        """row_scores, row_tokens [R, k]: each row's k best next tokens; slots [running]: how
+        many extensions each sentence may keep."""
+        layout = RowSources.of(beams.sentence, slots.numel())
+        candidates = layout.group(beams.scores[:, None] + row_scores, float("-inf")).flatten(1)
+        parents = torch.arange(row_tokens.size(0), device=row_tokens.device)
+        parents = layout.group(parents[:, None].expand_as(row_tokens)).flatten(1)
+        scores, index = candidates.topk(min(int(slots.max()), candidates.size(1)), dim=1)
+        rank = torch.arange(scores.size(1), device=scores.device)
+        valid = (rank < slots[:, None]) & (scores > float("-inf"))
+        if prune > 0:
+            valid &= scores >= scores[:, :1] - prune
+        tokens = layout.group(row_tokens).flatten(1).gather(1, index)
+        return _Extensions(scores, tokens, parents.gather(1, index), valid)
+
+
 @torch.inference_mode()
 def beam_search(
     model: Seq2Seq,
@@ -142,84 +212,77 @@ def beam_search(
     max_len_a: float = 1.5,
     max_len_b: int = 10,
     return_attention: bool = False,
+    prune: float = 0.0,
 ) -> list[list[Hypothesis]]:
     """src [B, S], src_len [B] -> for each sentence its n_best hypotheses, best first.
 
-    Each step keeps the best `beam_size` unfinished continuations per sentence and finishes
-    those of the top `beam_size` candidates that end in eos. A sentence stops when it has
-    `beam_size` finished hypotheses, or `n_best` of them and the best finished one scores
-    at least as well (length-normalised) as the best unfinished one, or at its length limit.
+    A sentence holds at most `beam_size` hypotheses, finished or live. Each step extends
+    every live one and keeps the sentence's `beam_size - finished` best extensions; those
+    ending in eos are finished, so every finished hypothesis narrows its sentence's beam by
+    one (the search of Bahdanau et al.'s RNNsearch). A sentence stops when no live hypothesis
+    is left, when it has `n_best` finished and the best of them scores at least as well
+    (length-normalised) as the best live one, or at its length limit.
+
+    `prune` > 0 also drops every extension whose log-probability trails the sentence's best
+    extension of the step by more than `prune` (absolute threshold pruning, Freitag &
+    Al-Onaizan 2017): where the model is sure, the beam narrows to the few candidates that
+    could still win, and each dropped row is a decoder step saved. It can leave fewer than
+    `n_best` hypotheses, so it needs `n_best` 1. A tiny `prune` is greedy search.
     """
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must be between 1 and beam_size ({beam_size}), not {n_best}")
+    if prune < 0 or (prune > 0 and n_best > 1):
+        raise ValueError(f"prune must be 0, or positive with n_best 1, not {prune} ({n_best=})")
     config, device = model.config, src.device
-    batch_size, beams = src.size(0), beam_size
+    batch_size = src.size(0)
     keep_attention = return_attention and config.attention != "none"
     limits = max_output_lengths(src_len, max_len_a, max_len_b)
     # Every sentence starts from one hypothesis (bos), so the first step runs on the batch
-    # itself and its best continuations become the beams: no identical rows are decoded.
+    # itself: no identical rows are decoded.
     decoder = _StepDecoder(model, *model.encode(src, src_len))
     finished = _Finished(batch_size, device)
     active = torch.arange(batch_size, device=device)  # input index of each running sentence
-    alive_scores = torch.zeros((batch_size, 1), device=device)  # [running, width]
-    alive_tokens = src.new_empty((batch_size, 0))
-    alive_attention = torch.empty((batch_size, 0, src.size(1)), device=device)
-    prev = src.new_full((batch_size,), config.bos_id)
-    per_row = min(2 * beams, config.tgt_vocab_size)
+    rows = torch.arange(batch_size, device=device)
+    beams = _LiveBeams(
+        rows,
+        torch.zeros(batch_size, device=device),
+        src.new_empty((batch_size, 0)),
+        torch.empty((batch_size, 0, src.size(1)), device=device),
+        rows,
+    )
+    # A sentence keeps at most beam_size extensions, so each row's beam_size best suffice.
+    per_row = min(beam_size, config.tgt_vocab_size)
 
-    def finish(row: int, sentence: int, tokens: Tensor, score: float) -> None:
-        attention = alive_attention[row, :, : src_len[sentence]].cpu() if keep_attention else None
-        finished.add(sentence, tokens, score, attention)
+    def finish(sentence: int, row: int, score: float) -> None:
+        """Live row `row` of running sentence `sentence` becomes a finished hypothesis."""
+        length = src_len[active[sentence]]
+        attention = beams.attention[row, :, :length].cpu() if keep_attention else None
+        finished.add(int(active[sentence]), beams.tokens[row], score, attention)
 
     for t in range(int(limits.max())):
-        # A sentence's 2 * beams best continuations are among its rows' 2 * beams best each.
+        prev = beams.tokens[:, -1] if t else src.new_full((batch_size,), config.bos_id)
         row_scores, row_tokens, weights = decoder.top_log_probs(prev, per_row)
-        running, width = alive_scores.shape
+        slots = beam_size - finished.count[active]
+        picked = _Extensions.best(beams, row_scores, row_tokens, slots, prune)
         penalty = length_penalty(t + 1, alpha)
-        candidates = (alive_scores.view(-1, 1) + row_scores).view(running, width * per_row)
-        top_scores, top_index = candidates.topk(min(2 * beams, width * per_row), dim=1)
-        token = row_tokens.view(running, width * per_row).gather(1, top_index)
-        origin = top_index // per_row + (torch.arange(running, device=device) * width)[:, None]
-        ends = (token[:, :beams] == config.eos_id) & (top_scores[:, :beams] > float("-inf"))
-        for i, j in ends.nonzero().tolist():
-            row = int(origin[i, j])
-            finish(row, int(active[i]), alive_tokens[row], float(top_scores[i, j]) / penalty)
-
-        alive_scores, pick = top_scores.masked_fill(token == config.eos_id, float("-inf")).topk(
-            min(beams, top_scores.size(1)), dim=1
-        )
-        width = alive_scores.size(1)
-        rows = origin.gather(1, pick).view(-1)
-        prev = token.gather(1, pick).view(-1)
-        alive_tokens = torch.cat([alive_tokens[rows], prev[:, None]], dim=1)
-        if keep_attention:
-            alive_attention = torch.cat([alive_attention[rows], weights[rows, None]], dim=1)
+        ends = picked.valid & (picked.tokens == config.eos_id)
+        for i, j in ends.nonzero().tolist():  # eos is not part of the hypothesis
+            finish(i, int(picked.parents[i, j]), float(picked.scores[i, j]) / penalty)
+        live = picked.valid & ~ends
+        beams = beams.extend(picked, live, weights if keep_attention else None)
 
         at_limit = t + 1 >= limits[active]
-        for i in at_limit.nonzero().squeeze(1).tolist():
-            for k in range(width):
-                if alive_scores[i, k] > float("-inf"):
-                    row = i * width + k
-                    finish(
-                        row, int(active[i]), alive_tokens[row], float(alive_scores[i, k]) / penalty
-                    )
+        for row in at_limit[beams.sentence].nonzero().squeeze(1).tolist():
+            finish(int(beams.sentence[row]), row, float(beams.scores[row]) / penalty)
 
+        best_live = picked.scores.masked_fill(~live, float("-inf")).amax(dim=1)
         count, best = finished.count[active], finished.best[active]
-        done = (
-            at_limit
-            | (count >= beams)
-            | ((count >= n_best) & (best >= alive_scores[:, 0] / penalty))
-        )
+        done = at_limit | ~live.any(dim=1) | ((count >= n_best) & (best >= best_live / penalty))
         if done.all():
             break
-        if not done.any():
-            decoder.select(rows)  # beams re-ranked; every sentence keeps its source row
-            continue
-        keep = (~done).nonzero().squeeze(1)
-        keep_rows = (keep[:, None] * width + torch.arange(width, device=device)).view(-1)
-        active, alive_scores = active[keep], alive_scores[keep]
-        alive_tokens, prev = alive_tokens[keep_rows], prev[keep_rows]
-        if keep_attention:
-            alive_attention = alive_attention[keep_rows]
-        decoder.select(rows[keep_rows], sentences=keep)
+        sentences = None  # every sentence keeps its source row
+        if done.any():
+            beams, active = beams.without(done), active[~done]
+            sentences = (~done).nonzero().squeeze(1)
+        decoder.select(beams.parent, sentences, RowSources.of(beams.sentence, active.numel()))
     return [finished.n_best(i, n_best) for i in range(batch_size)]

@@ -139,6 +139,7 @@ def score_system(
         "model": translator.source.uri,
         "beam_size": translator.beam_size,
         "alpha": translator.alpha,
+        "beam_prune": translator.beam_prune if translator.beam_size > 1 else None,
         "batch_size": translator.batch_size,
         "device": str(translator.device),
         "bleu": _score_json(bleu, bleu.corpus_score(hypotheses, references)),
@@ -227,6 +228,12 @@ def by_length(
     }
 
 
+def _pruning(beam_prune: float | None) -> str:
+    if beam_prune is None:  # greedy
+        return ""
+    return f" (pruned at {beam_prune})" if beam_prune > 0 else " (exact, no pruning)"
+
+
 def format_report(report: dict) -> str:
     """The human-readable report: per model its settings, scores with signatures and speed,
     then the by-length table in Markdown (pastes into a README as it is)."""
@@ -236,8 +243,9 @@ def format_report(report: dict) -> str:
     for system in report["systems"]:
         bleu, chrf = system["bleu"], system["chrf"]
         lines += [
-            f"{system['name']} ({system['model']}): beam {system['beam_size']}, "
-            f"alpha {system['alpha']}, batch {system['batch_size']}, {system['device']}",
+            f"{system['name']} ({system['model']}): beam {system['beam_size']}"
+            f"{_pruning(system['beam_prune'])}, alpha {system['alpha']}, "
+            f"batch {system['batch_size']}, {system['device']}",
             f"  BLEU|{bleu['signature']} = {bleu['score']:.2f} {bleu['verbose_score']}",
             f"  chrF2|{chrf['signature']} = {chrf['score']:.2f}",
             f"  speed: {report['sentences']} sentences in {system['seconds']:.1f} s = "

@@ -19,6 +19,7 @@ from models.search import Hypothesis, beam_search, greedy_search
 from pipeline.errors import UserError
 from pipeline.storage import Location, local_copy
 from pipeline.tokenizer import load_pair
+from pipeline.translate import DEFAULT_BEAM_PRUNE
 
 META_FILE = "meta.json"
 
@@ -68,6 +69,7 @@ class Translator:
         batch_size: int = 64,
         max_len_a: float = 1.5,
         max_len_b: int = 10,
+        beam_prune: float = DEFAULT_BEAM_PRUNE,
     ) -> None:
         self.source = find_model_dir(model_path)  # where the model lives (path or URI)
         self.model_dir = local_copy(self.source, "models")
@@ -81,6 +83,9 @@ class Translator:
         self.device = torch.device(device)
         self.beam_size, self.alpha, self.batch_size = beam_size, alpha, batch_size
         self.max_len_a, self.max_len_b = max_len_a, max_len_b
+        if beam_prune < 0:
+            raise UserError(f"beam_prune must be 0 (exact beam search) or more, not {beam_prune}")
+        self.beam_prune = beam_prune
 
     @property
     def name(self) -> str:
@@ -146,6 +151,8 @@ class Translator:
         }
         if beam_size == 1:  # greedy is beam search of size 1, without the bookkeeping
             return [[h] for h in greedy_search(self.model, src, src_len, **options)]
+        # Pruning could leave fewer candidates than an n-best list asks for.
+        options["prune"] = self.beam_prune if n_best == 1 else 0.0
         return beam_search(self.model, src, src_len, beam_size, n_best, alpha, **options)
 
     def _to_translation(

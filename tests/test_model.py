@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from models.attention import RowSources
 from models.config import ModelConfig
 from models.model_dir import load_model, save_model
 from models.search import _StepDecoder, beam_search, greedy_search
@@ -49,14 +50,38 @@ def test_beam_size_one_is_greedy(toy_model):
         assert b.score == pytest.approx(g.score, abs=1e-5)
 
 
-@pytest.mark.parametrize("search", ["greedy", "beam"])
+def test_pruning_spans_exact_beam_search_to_greedy():
+    """An untrained model is unsure, so beam and greedy disagree; a huge threshold prunes
+    nothing (the exact beam), a tiny one keeps only each step's best (greedy)."""
+    model = random_model()
+    batch = toy_batch(SENTENCES, model.config)
+
+    def search(prune: float) -> list[list[int]]:
+        nbest = beam_search(model, batch.src, batch.src_len, beam_size=4, alpha=0.0, prune=prune)
+        return [n[0].tokens for n in nbest]
+
+    greedy = [h.tokens for h in greedy_search(model, batch.src, batch.src_len)]
+    exact = search(0.0)
+    assert exact != greedy, "the test needs sentences where the beam finds something else"
+    assert search(1e9) == exact
+    assert search(1e-6) == greedy
+    with pytest.raises(ValueError, match="n_best 1"):
+        beam_search(model, batch.src, batch.src_len, beam_size=4, n_best=2, prune=1.0)
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam", "pruned beam"])
 def test_padding_never_changes_a_sentence(toy_model, search):
     config = toy_model.config
     batch = toy_batch(SENTENCES, config)
+    prune = 1.0 if search == "pruned beam" else 0.0
     decode = (
         (lambda b: [h for h in greedy_search(toy_model, b.src, b.src_len)])
         if search == "greedy"
-        else (lambda b: [n[0] for n in beam_search(toy_model, b.src, b.src_len, beam_size=4)])
+        else (
+            lambda b: [
+                n[0] for n in beam_search(toy_model, b.src, b.src_len, beam_size=4, prune=prune)
+            ]
+        )
     )
     together = decode(batch)
     for text, in_batch in zip(SENTENCES, together, strict=True):
@@ -83,17 +108,17 @@ def test_step_by_step_decoding_reproduces_teacher_forced_logits(attention):
 
 @pytest.mark.parametrize("attention", ["bahdanau", "luong", "none"])
 def test_rows_sharing_a_source_decode_as_if_each_had_its_own_copy(attention):
-    """Beam search keeps one encoded source per sentence for all its beams: W consecutive
-    decoder rows per source must give what W copies of the source would."""
+    """Beam search keeps one encoded source per sentence for all its live beams, however
+    many each has: rows sharing a source must give what a copy of it per row would."""
     model = random_model(attention)
-    batch = toy_batch(["abcdefg", "hij", "klmnopqrs"], model.config)
+    batch = toy_batch(["abcdefg", "hij", "klmnopqrs", "tuv"], model.config)
     source, init = model.encode(batch.src, batch.src_len)
-    width = 4
-    copies = torch.arange(3).repeat_interleave(width)  # [0, 0, 0, 0, 1, ...]
+    copies = torch.tensor([0, 0, 0, 2, 3, 3, 3, 3, 3])  # uneven beams; sentence 1 has none
     torch.manual_seed(1)
-    hidden = init[copies] + 0.1 * torch.randn(3 * width, init.size(1))  # beams differ
-    tokens = torch.randint(4, model.config.tgt_vocab_size, (3 * width,))
+    hidden = init[copies] + 0.1 * torch.randn(len(copies), init.size(1))  # beams differ
+    tokens = torch.randint(4, model.config.tgt_vocab_size, (len(copies),))
     shared, copied = _StepDecoder(model, source, hidden), _StepDecoder(model, source, hidden)
+    shared.rows = RowSources.of(copies, sources=4)
     copied.source = source.select(copies)
     for _ in range(3):
         top_shared, ids_shared, weights_shared = shared.top_log_probs(tokens, 5)

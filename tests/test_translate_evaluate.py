@@ -22,6 +22,7 @@ from models.seq2seq import Seq2Seq
 from pipeline.cli import main
 from pipeline.evaluate import length_buckets
 from pipeline.synthetic import parallel_corpus
+from pipeline.translate import DEFAULT_BEAM_PRUNE
 from pipeline.translator import Translator
 
 PAIRS = parallel_corpus(30, seed=11)
@@ -172,6 +173,7 @@ def test_evaluate_matches_sacrebleu_on_the_same_hypotheses(
         chrf = sacrebleu.corpus_chrf(hypotheses, [ENGLISH]).score
         assert system["chrf"]["score"] == pytest.approx(chrf)
         assert system["beam_size"] == 3 and system["sentences_per_second"] > 0
+        assert system["beam_prune"] == DEFAULT_BEAM_PRUNE
     tiny, baseline = report["systems"]
     assert tiny["bleu"]["score"] > baseline["bleu"]["score"], "trained beats untrained"
 
@@ -239,6 +241,7 @@ def test_bad_input_gives_one_line_errors(tiny_model_dir, tmp_path, capsys, monke
     (old / "config.json").write_text(json.dumps({**config, "format_version": 0}))
     assert "format version" in error_of(["translate", "--model", str(old)])
     assert "--beam-size" in error_of(["translate", *model, "--beam-size", "0"])
+    assert "--beam-prune" in error_of(["translate", *model, "--beam-prune", "-1"])
 
 
 def test_empty_input_gives_empty_output(tiny_model_dir, tmp_path, capsys, monkeypatch):
