@@ -104,6 +104,9 @@ def greedy_search(
         ended = best == config.eos_id
         lengths[active[ended]] = t  # eos is not part of the output
         keep = ~(ended | (t + 1 >= limits[active]))
+        if keep.all():  # nobody finished: the decoder's rows stay as they are
+            prev = best
+            continue
         if not keep.any():
             break
         active, prev = active[keep], best[keep]
