@@ -6,6 +6,9 @@ fresh 2-CPU local Ray cluster, and prints side by side, all measured in this one
 - pairs/s of its train split alone (the Ray Data pipeline: read, clean, tokenize, write);
 - pairs/s of `SentencePieceProcessor.encode(list_of_strings, num_threads=2)` over the same
   sentences in this process (the limit), and the ratios;
+- the floor: seconds of the least any prepare must do, in this process and without Ray or
+  cleaning (gunzip and split both files, encode with 2 threads, write ids as Parquet), and
+  the best ratio that leaves (limit / floor), whatever the pipeline;
 - peak RSS of the driver (it also samples and trains sentencepiece), and of the rest of the
   command's process tree (GCS, raylet, Ray workers): their sum and the largest of them
   (shared object-store pages count in each process that maps them).
@@ -26,7 +29,14 @@ import threading
 import time
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import sentencepiece as spm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.prepare_stages import ids_array  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -102,6 +112,19 @@ def encode_limit(model: Path, german: list[str], english: list[str]) -> float:
     return time.perf_counter() - started
 
 
+def floor_seconds(prefix: str, model: Path, out: Path) -> float:
+    """Seconds for the least a prepare of `prefix`.{de,en}.gz must do, in one process:
+    gunzip and split into lines, encode with 2 threads, write the ids as Parquet."""
+    processor = spm.SentencePieceProcessor(model_file=str(model))
+    started = time.perf_counter()
+    columns = {}
+    for lang in ("de", "en"):
+        lines = gzip.decompress(Path(f"{prefix}.{lang}.gz").read_bytes()).decode().splitlines()
+        columns[lang], _ = ids_array(processor.encode(lines, num_threads=2))
+    pq.write_table(pa.table(columns), out)
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 5, 20])
@@ -115,8 +138,9 @@ def main() -> None:
     if not DATA.is_dir():
         raise SystemExit(f"Multi30K not found at {DATA}")
     header = (
-        f"{'size':>5} {'pairs':>9} {'prepare s':>9} {'prepare/s':>10} {'train s':>8} "
-        f"{'train/s':>9} {'spm/s':>9} {'ratio':>6} {'ratio train':>11} "
+        f"{'size':>5} {'pairs':>9} {'prepare s':>9} {'ray s':>6} {'spm s':>6} {'prepare/s':>10} "
+        f"{'train s':>8} {'train/s':>9} {'spm/s':>9} {'ratio':>6} {'ratio train':>11} "
+        f"{'floor s':>7} {'ratio floor':>11} "
         f"{'driver MiB':>10} {'others MiB':>10} {'max other MiB':>13}"
     )
     print(header)
@@ -125,15 +149,18 @@ def main() -> None:
             train, german, english = amplify(Path(tmp), times)
             extra = ["--spm-sample", str(args.spm_sample)] if args.spm_sample else []
             seconds, stats, (driver, others, largest) = run_prepare(train, Path(tmp) / "out", extra)
-            limit = encode_limit(Path(tmp) / "out" / "spm.src.model", german, english)
+            model = Path(tmp) / "out" / "spm.src.model"
+            limit = encode_limit(model, german, english)
+            floor = floor_seconds(train, model, Path(tmp) / "floor.parquet")
         pairs = len(german)
-        train_seconds = stats["seconds"]["train"]
-        whole, pipeline, raw = pairs / seconds, pairs / train_seconds, pairs / limit
+        stages = stats["seconds"]  # ray_init, sentencepiece (sample + training), each split
+        whole, pipeline, raw = pairs / seconds, pairs / stages["train"], pairs / limit
         print(
-            f"{'x' + str(times):>5} {pairs:>9,} {seconds:>9.1f} {whole:>10,.0f} "
-            f"{train_seconds:>8.1f} {pipeline:>9,.0f} {raw:>9,.0f} {whole / raw:>6.2f} "
-            f"{pipeline / raw:>11.2f} {driver / 2**20:>10,.0f} {others / 2**20:>10,.0f} "
-            f"{largest / 2**20:>13,.0f}",
+            f"{'x' + str(times):>5} {pairs:>9,} {seconds:>9.1f} {stages['ray_init']:>6.1f} "
+            f"{stages['sentencepiece']:>6.1f} {whole:>10,.0f} {stages['train']:>8.1f} "
+            f"{pipeline:>9,.0f} {raw:>9,.0f} {whole / raw:>6.2f} {pipeline / raw:>11.2f} "
+            f"{floor:>7.1f} {limit / floor:>11.2f} "
+            f"{driver / 2**20:>10,.0f} {others / 2**20:>10,.0f} {largest / 2**20:>13,.0f}",
             flush=True,
         )
 
