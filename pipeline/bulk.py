@@ -44,6 +44,7 @@ from pipeline.bulk_worker import (
 )
 from pipeline.errors import UserError
 from pipeline.storage import Location
+from pipeline.translate import DEFAULT_BEAM_PRUNE, add_beam_prune_argument, check_beam_prune
 
 ERROR_COLUMN = "error"
 
@@ -78,6 +79,7 @@ class BulkOptions:
     id_column: str | None = None
     target_column: str = "translation"
     beam_size: int = 5
+    beam_prune: float = DEFAULT_BEAM_PRUNE
     batch_size: int = 64  # sentences per beam search batch
     workers: int | None = None  # default: one per GPU with gpu, else one per cpus_per_worker
     cpus_per_worker: int = 1
@@ -188,6 +190,7 @@ def _job_description(files: list[str], model_dir: str | None, options: BulkOptio
                 "id_column",
                 "target_column",
                 "beam_size",
+                "beam_prune",
                 "rows_per_fragment",
                 "max_chars",
             )
@@ -243,6 +246,7 @@ def _worker(
         error_column=ERROR_COLUMN,
         max_chars=options.max_chars,
         beam_size=options.beam_size,
+        beam_prune=options.beam_prune,
         batch_size=options.batch_size,
         fail_from_fragment=fail_injection_from_env(),
     )
@@ -296,6 +300,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id-column", help="row ids: checked to come out once each, in order")
     parser.add_argument("--target-column", default="translation", help="default: %(default)s")
     parser.add_argument("--beam-size", type=int, default=5, help="default: %(default)s")
+    add_beam_prune_argument(parser)
     parser.add_argument(
         "--batch-size", type=int, default=64, help="sentences per batch (default: %(default)s)"
     )
@@ -322,6 +327,7 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, not {value}")
+    check_beam_prune(args.beam_prune)
     options = BulkOptions(
         **{
             name: getattr(args, name)

@@ -36,6 +36,7 @@ class WorkerSettings:
     error_column: str
     max_chars: int
     beam_size: int
+    beam_prune: float
     batch_size: int
     # Tests only: fragments from this plan index on write their temp file, then fail, as
     # a job killed in the middle of a write would.
@@ -154,7 +155,11 @@ class TranslatorWorker(FragmentWorker):
         super().__init__(settings)
         torch.set_num_threads(threads)  # one actor per `threads` CPUs: no oversubscription
         self.translator = Translator(
-            model_path, device, beam_size=settings.beam_size, batch_size=settings.batch_size
+            model_path,
+            device,
+            beam_size=settings.beam_size,
+            batch_size=settings.batch_size,
+            beam_prune=settings.beam_prune,
         )
 
     def translate(self, sentences: list[str]) -> list[str]:

@@ -43,6 +43,15 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--alpha", type=float, default=0.6, help="length penalty exponent (default: 0.6)"
     )
+    add_beam_prune_argument(parser)
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="sentences decoded together (default: 64)"
+    )
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+
+
+def add_beam_prune_argument(parser: argparse.ArgumentParser) -> None:
+    """--beam-prune, for every command that decodes (translate, evaluate, serve, bulk)."""
     parser.add_argument(
         "--beam-prune",
         type=float,
@@ -51,10 +60,11 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
         help="drop beam extensions more than DELTA (log-probability) behind the step's best; "
         "0 is exact beam search; not applied with --n-best above 1 (default: %(default)s)",
     )
-    parser.add_argument(
-        "--batch-size", type=int, default=64, help="sentences decoded together (default: 64)"
-    )
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+
+
+def check_beam_prune(value: float) -> None:
+    if value < 0:
+        raise UserError("--beam-prune must be 0 (exact beam search) or more")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,8 +97,7 @@ def load_translator(model: str, args: argparse.Namespace) -> Translator:
     for option in ("beam_size", "batch_size"):
         if getattr(args, option) < 1:
             raise UserError(f"--{option.replace('_', '-')} must be at least 1")
-    if args.beam_prune < 0:
-        raise UserError("--beam-prune must be 0 (exact beam search) or more")
+    check_beam_prune(args.beam_prune)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     return Translator(
         model,

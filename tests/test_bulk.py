@@ -236,6 +236,7 @@ def test_documents_failing_to_translate_get_errors_and_the_rest_translate():
         (["--text-column", "body", "--id-column", "id"], "has no column 'id' \\(--id-column\\)"),
         (["--text-column", "body", "--target-column", "source"], "already has a column 'source'"),
         (["--text-column", "body", "--beam-size", "0"], "--beam-size must be at least 1"),
+        (["--text-column", "body", "--beam-prune", "-1"], "--beam-prune must be 0"),
     ],
 )
 def test_cli_rejects_bad_columns_and_options(
