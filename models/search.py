@@ -257,7 +257,9 @@ def beam_search(
     per_row = min(beam_size, config.tgt_vocab_size)
 
     def finish(sentence: int, row: int, score: float) -> None:
-        """Live row `row` of running sentence `sentence` becomes a finished hypothesis."""
+        """Live row `row` of running sentence `sentence` becomes a finished hypothesis.
+        It reads `beams` as it is at the call: before the step's extension for an eos
+        (which is not part of the hypothesis), after it for a sentence at its limit."""
         length = src_len[active[sentence]]
         attention = beams.attention[row, :, :length].cpu() if keep_attention else None
         finished.add(int(active[sentence]), beams.tokens[row], score, attention)
