@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from models.attention import RowSources
+from models.attention import AdditiveAttention, RowSources
 from models.config import ModelConfig
 from models.model_dir import load_model, save_model
 from models.search import _StepDecoder, beam_search, greedy_search
@@ -136,6 +136,21 @@ def test_training_loss_ignores_padding():
     together = model(*vars(toy_batch(texts, model.config)).values())
     apart = sum(model(*vars(toy_batch([t], model.config)).values()) for t in texts)
     torch.testing.assert_close(together, apart, atol=1e-4, rtol=1e-5)
+
+
+def test_additive_attention_weights_are_bahdanaus_formula():
+    """The attention computes v^T tanh(x) through a sigmoid (faster on CPU): its weights
+    must be softmax_j(v^T tanh(W s + U h_j)) over the real tokens, as written."""
+    torch.manual_seed(0)
+    attention = AdditiveAttention(query_size=6, key_size=5, attention_size=4)
+    annotations, query = torch.randn(2, 3, 5), torch.randn(2, 4)
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    keys = attention.precompute_keys(annotations)
+    context, weights = attention(query, keys, annotations, mask)
+    energies = attention.energy(torch.tanh(query[:, None] + keys)).squeeze(2)
+    expected = torch.softmax(energies.masked_fill(~mask, float("-inf")), dim=1)
+    torch.testing.assert_close(weights, expected)
+    torch.testing.assert_close(context, torch.einsum("bs,bsk->bk", expected, annotations))
 
 
 @pytest.mark.parametrize("attention", ["bahdanau", "luong"])
