@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import unicodedata
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from conftest import require_shared_data
 
 from pipeline import prepare_ray
 from pipeline.cli import main
+from pipeline.corpus import normalise_text
 from pipeline.prepare import is_prepared, prepare_corpus
 from pipeline.synthetic import parallel_corpus
 
@@ -99,6 +101,34 @@ def test_every_pair_maps_back_to_its_input_line_through_sharding(tmp_path, small
     assert schema.names == COLUMNS
     assert schema.field("src_ids").type == pa.list_(pa.int32())
     assert schema.field("src_len").type == pa.int32()
+
+
+def test_normalisation_is_nfkc_with_single_spaces_whatever_the_shortcut():
+    """normalise_text skips strings a step cannot change; the result must be that of every
+    step on every string (NFKC, runs of regex whitespace to one space, trimmed)."""
+    texts = [
+        "plain ascii.",
+        "two  spaces",
+        " lead",
+        "trail ",
+        "tab\there",
+        "line\r\n",
+        "",
+        "   ",
+        "ｆｕｌｌ－ｗｉｄｔｈ",
+        "ﬁne",
+        "nbsp\u00a0here",
+        "ideographic\u3000\u3000space",
+        "Ünïcödé  mit  Läufen",
+        "我爱中国。",
+        "vertical\x0btab",
+        "sep\u2028x",
+    ]
+    chunked = pa.chunked_array([texts[:7], texts[7:]])
+    expected = [
+        re.sub(r"[\t\n\f\r ]+", " ", unicodedata.normalize("NFKC", t)).strip() for t in texts
+    ]
+    assert normalise_text(chunked).to_pylist() == expected
 
 
 def test_train_drops_are_counted_by_reason_and_valid_keeps_everything(tmp_path):
