@@ -51,11 +51,10 @@ class _StepDecoder:
         """prev_tokens [R] -> the k best log-probabilities [R, k] and their token ids [R, k],
         attention weights [R, S] or None.
 
-        A full log-softmax, then its top k: torch's log_softmax is one fused pass over
-        [R, V], while the k best logits minus a `logsumexp` (which never writes [R, V]
-        log-probabilities) took 30-60% longer in a CPU micro-benchmark (logsumexp runs as
-        five separate ops).
-        The greedy k = 1 takes `max`, cheaper than `topk`."""
+        A full log-softmax, then its top k (`max` for greedy's k = 1, cheaper than `topk`):
+        torch's log_softmax is one fused pass over [R, V], while the k best logits minus a
+        `logsumexp` (which never writes [R, V] log-probabilities) took 30-60% longer in a
+        CPU micro-benchmark, as logsumexp runs as five separate ops."""
         embedded = self.decoder.embedding(prev_tokens)
         self.hidden, context, weights = self.decoder.step(
             self.hidden, self.decoder.emb_gates(embedded), self.source, self.rows
