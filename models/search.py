@@ -189,11 +189,16 @@ class _Extensions:
 
     @staticmethod
     def best(
-        beams: _LiveBeams, row_scores: Tensor, row_tokens: Tensor, slots: Tensor, prune: float
+        beams: _LiveBeams,
+        layout: RowSources,
+        row_scores: Tensor,
+        row_tokens: Tensor,
+        slots: Tensor,
+        prune: float,
     ) -> _Extensions:
-        """row_scores, row_tokens [R, k]: each row's k best next tokens; slots [running]: how
+        """layout: which running sentence each of the R rows of `beams` belongs to;
+        row_scores, row_tokens [R, k]: each row's k best next tokens; slots [running]: how
         many extensions each sentence may keep."""
-        layout = RowSources.of(beams.sentence, slots.numel())
         candidates = layout.group(beams.scores[:, None] + row_scores, float("-inf")).flatten(1)
         parents = torch.arange(row_tokens.size(0), device=row_tokens.device)
         parents = layout.group(parents[:, None].expand_as(row_tokens)).flatten(1)
@@ -270,7 +275,9 @@ def beam_search(
         prev = beams.tokens[:, -1] if t else src.new_full((batch_size,), config.bos_id)
         row_scores, row_tokens, weights = decoder.top_log_probs(prev, per_row)
         slots = beam_size - finished.count[active]
-        picked = _Extensions.best(beams, row_scores, row_tokens, slots, prune)
+        # The decoder's rows are the beams' rows: one layout serves both (none at step 0).
+        layout = decoder.rows or RowSources.of(beams.sentence, active.numel())
+        picked = _Extensions.best(beams, layout, row_scores, row_tokens, slots, prune)
         penalty = length_penalty(t + 1, alpha)
         ends = picked.valid & (picked.tokens == config.eos_id)
         for i, j in ends.nonzero().tolist():  # eos is not part of the hypothesis
