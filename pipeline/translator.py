@@ -19,7 +19,7 @@ from models.search import Hypothesis, beam_search, greedy_search
 from pipeline.errors import UserError
 from pipeline.storage import Location, local_copy
 from pipeline.tokenizer import load_pair
-from pipeline.translate import DEFAULT_BEAM_PRUNE
+from pipeline.translate import DEFAULT_BEAM_PRUNE, check_beam_prune
 
 META_FILE = "meta.json"
 
@@ -83,8 +83,7 @@ class Translator:
         self.device = torch.device(device)
         self.beam_size, self.alpha, self.batch_size = beam_size, alpha, batch_size
         self.max_len_a, self.max_len_b = max_len_a, max_len_b
-        if beam_prune < 0:
-            raise UserError(f"beam_prune must be 0 (exact beam search) or more, not {beam_prune}")
+        check_beam_prune(beam_prune)
         self.beam_prune = beam_prune
 
     @property
