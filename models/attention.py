@@ -158,8 +158,9 @@ def _weighted_context(
     """scores [R, S], annotations [B, S, K], mask [B, S] -> context [R, K], weights [R, S]"""
     row_mask = mask if rows is None else mask[rows.source]
     # -inf on padding gives exactly zero weight there after softmax; every row has at least
-    # one real token, so no row is all -inf.
-    weights = torch.softmax(scores.masked_fill(~row_mask, float("-inf")), dim=1)
+    # one real token, so no row is all -inf. float32 under autocast too (as CUDA's autocast
+    # runs softmax; CPU's would keep bfloat16, 3 significant digits).
+    weights = torch.softmax(scores.float().masked_fill(~row_mask, float("-inf")), dim=1)
     # Each source is read once for all its rows: the weights are laid out [B, width, S].
     context = _ungroup(torch.bmm(_group(weights, rows), annotations), rows)
     return context, weights

@@ -65,8 +65,11 @@ class Decoder(nn.Module):
                     nn.init.orthogonal_(block)
 
     def init_state(self, summary: Tensor) -> Tensor:
-        """summary [B, K] -> s_0 [B, H] = tanh(W_init C)"""
-        return torch.tanh(self.init_proj(summary))
+        """summary [B, K] -> s_0 [B, H] = tanh(W_init C)
+
+        float32 even under bfloat16 autocast: the GRU update mixes the new candidate into
+        this state, so the recurrent state then stays float32 at every step."""
+        return torch.tanh(self.init_proj(summary)).float()
 
     def step(
         self,

@@ -44,7 +44,13 @@ from pipeline.bulk_worker import (
 )
 from pipeline.errors import UserError
 from pipeline.storage import Location
-from pipeline.translate import DEFAULT_BEAM_PRUNE, add_beam_prune_argument, check_beam_prune
+from pipeline.translate import (
+    DEFAULT_BEAM_PRUNE,
+    add_beam_prune_argument,
+    add_precision_argument,
+    check_beam_prune,
+    check_precision,
+)
 
 ERROR_COLUMN = "error"
 
@@ -80,6 +86,7 @@ class BulkOptions:
     target_column: str = "translation"
     beam_size: int = 5
     beam_prune: float = DEFAULT_BEAM_PRUNE
+    precision: str = "fp32"  # of the matrix products: fp32 or bf16
     batch_size: int = 64  # sentences per beam search batch
     workers: int | None = None  # default: one per GPU with gpu, else one per cpus_per_worker
     cpus_per_worker: int = 1
@@ -191,6 +198,7 @@ def _job_description(files: list[str], model_dir: str | None, options: BulkOptio
                 "target_column",
                 "beam_size",
                 "beam_prune",
+                "precision",
                 "rows_per_fragment",
                 "max_chars",
             )
@@ -247,6 +255,7 @@ def _worker(
         max_chars=options.max_chars,
         beam_size=options.beam_size,
         beam_prune=options.beam_prune,
+        precision=options.precision,
         batch_size=options.batch_size,
         fail_from_fragment=fail_injection_from_env(),
     )
@@ -301,6 +310,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-column", default="translation", help="default: %(default)s")
     parser.add_argument("--beam-size", type=int, default=5, help="default: %(default)s")
     add_beam_prune_argument(parser)
+    add_precision_argument(parser)
     parser.add_argument(
         "--batch-size", type=int, default=64, help="sentences per batch (default: %(default)s)"
     )
@@ -328,6 +338,7 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, not {value}")
     check_beam_prune(args.beam_prune)
+    check_precision(args.precision)
     options = BulkOptions(
         **{
             name: getattr(args, name)

@@ -30,6 +30,9 @@ from pipeline.storage import Location, glob_files
 JOB_FILE = "_job.json"
 MANIFEST_FILE = "_SUCCESS"
 TEMP_PREFIX = "_tmp."
+# Job settings that later versions added to the job file, with the value that a job written
+# before them ran with: it resumes with that value, and is refused with another.
+SETTINGS_BEFORE_RECORDED = {"beam_prune": 0.0, "precision": "fp32"}
 SENTENCES_KEY = b"nmt.sentences"  # Parquet footer metadata: sentences in the fragment
 
 
@@ -149,7 +152,7 @@ def prepare_output_dir(output_dir: str | Path | Location, job: dict, resume: boo
     if existing and not job_file.is_file():
         raise UserError(f"{output_dir} was not written by nmt bulk-translate (no {JOB_FILE})")
     if existing:
-        previous = json.loads(job_file.read_text())
+        previous = {**SETTINGS_BEFORE_RECORDED, **json.loads(job_file.read_text())}
         changed = sorted(k for k in job.keys() | previous.keys() if job.get(k) != previous.get(k))
         if changed:
             raise UserError(

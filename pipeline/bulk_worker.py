@@ -37,6 +37,7 @@ class WorkerSettings:
     max_chars: int
     beam_size: int
     beam_prune: float
+    precision: str
     batch_size: int
     # Tests only: fragments from this plan index on write their temp file, then fail, as
     # a job killed in the middle of a write would.
@@ -160,6 +161,7 @@ class TranslatorWorker(FragmentWorker):
             beam_size=settings.beam_size,
             batch_size=settings.batch_size,
             beam_prune=settings.beam_prune,
+            precision=settings.precision,
         )
 
     def translate(self, sentences: list[str]) -> list[str]:

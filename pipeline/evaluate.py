@@ -142,6 +142,7 @@ def score_system(
         "beam_prune": translator.beam_prune if translator.beam_size > 1 else None,
         "batch_size": translator.batch_size,
         "device": str(translator.device),
+        "precision": translator.precision,
         "bleu": _score_json(bleu, bleu.corpus_score(hypotheses, references)),
         "chrf": _score_json(chrf, chrf.corpus_score(hypotheses, references)),
         "seconds": round(seconds, 3),
@@ -245,7 +246,7 @@ def format_report(report: dict) -> str:
         lines += [
             f"{system['name']} ({system['model']}): beam {system['beam_size']}"
             f"{_pruning(system['beam_prune'])}, alpha {system['alpha']}, "
-            f"batch {system['batch_size']}, {system['device']}",
+            f"batch {system['batch_size']}, {system['device']}, {system['precision']}",
             f"  BLEU|{bleu['signature']} = {bleu['score']:.2f} {bleu['verbose_score']}",
             f"  chrF2|{chrf['signature']} = {chrf['score']:.2f}",
             f"  speed: {report['sentences']} sentences in {system['seconds']:.1f} s = "

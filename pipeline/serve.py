@@ -34,7 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UserError
-from pipeline.translate import DEFAULT_BEAM_PRUNE, add_beam_prune_argument, check_beam_prune
+from pipeline.translate import (
+    DEFAULT_BEAM_PRUNE,
+    add_beam_prune_argument,
+    add_precision_argument,
+    check_beam_prune,
+    check_precision,
+)
 
 APP_NAME = "nmt"
 TRANSLATOR_DEPLOYMENT = "Translator"
@@ -71,6 +77,7 @@ class ServeOptions:
     ingress_replicas: int = 1
     beam_size: int = 5  # default when a request gives none
     beam_prune: float = DEFAULT_BEAM_PRUNE
+    precision: str = "fp32"  # of the matrix products: fp32 or bf16
     max_beam_size: int = 16
     max_texts: int = 64  # per request
     max_chars: int = 1000  # per text
@@ -85,6 +92,7 @@ class ServeOptions:
         if not 1 <= self.beam_size <= self.max_beam_size:
             raise UserError(f"beam_size must be between 1 and max_beam_size ({self.max_beam_size})")
         check_beam_prune(self.beam_prune)
+        check_precision(self.precision)
         if self.batch_wait_ms < 0 or self.num_cpus < 0 or self.num_gpus < 0:
             raise UserError("batch wait, CPUs and GPUs per replica cannot be negative")
 
@@ -163,6 +171,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beam-size", type=int, default=defaults.beam_size, help="default beam")
     parser.add_argument("--max-beam-size", type=int, default=defaults.max_beam_size)
     add_beam_prune_argument(parser)
+    add_precision_argument(parser)
     parser.add_argument("--max-texts", type=int, default=defaults.max_texts, help="per request")
     parser.add_argument("--max-chars", type=int, default=defaults.max_chars, help="per text")
     parser.add_argument(

@@ -60,6 +60,7 @@ class TranslatorDeployment:
             device=options.device,
             beam_size=options.beam_size,
             beam_prune=options.beam_prune,
+            precision=options.precision,
             batch_size=max(64, options.max_batch_size),  # one Serve batch = one beam search
         )
         self.decoder_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")

@@ -19,7 +19,7 @@ from models.search import Hypothesis, beam_search, greedy_search
 from pipeline.errors import UserError
 from pipeline.storage import Location, local_copy
 from pipeline.tokenizer import load_pair
-from pipeline.translate import DEFAULT_BEAM_PRUNE, check_beam_prune
+from pipeline.translate import DEFAULT_BEAM_PRUNE, check_beam_prune, check_precision
 
 META_FILE = "meta.json"
 
@@ -70,6 +70,7 @@ class Translator:
         max_len_a: float = 1.5,
         max_len_b: int = 10,
         beam_prune: float = DEFAULT_BEAM_PRUNE,
+        precision: str = "fp32",
     ) -> None:
         self.source = find_model_dir(model_path)  # where the model lives (path or URI)
         self.model_dir = local_copy(self.source, "models")
@@ -85,6 +86,8 @@ class Translator:
         self.max_len_a, self.max_len_b = max_len_a, max_len_b
         check_beam_prune(beam_prune)
         self.beam_prune = beam_prune
+        check_precision(precision)
+        self.precision = precision
 
     @property
     def name(self) -> str:
@@ -148,11 +151,14 @@ class Translator:
             "max_len_b": self.max_len_b,
             "return_attention": return_attention,
         }
-        if beam_size == 1:  # greedy is beam search of size 1, without the bookkeeping
-            return [[h] for h in greedy_search(self.model, src, src_len, **options)]
-        # Pruning could leave fewer candidates than an n-best list asks for.
-        options["prune"] = self.beam_prune if n_best == 1 else 0.0
-        return beam_search(self.model, src, src_len, beam_size, n_best, alpha, **options)
+        # One autocast region per batch: it casts each weight to bfloat16 once and reuses
+        # the cast at every step (autocast caches the casts of parameters within a region).
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
+            if beam_size == 1:  # greedy is beam search of size 1, without the bookkeeping
+                return [[h] for h in greedy_search(self.model, src, src_len, **options)]
+            # Pruning could leave fewer candidates than an n-best list asks for.
+            options["prune"] = self.beam_prune if n_best == 1 else 0.0
+            return beam_search(self.model, src, src_len, beam_size, n_best, alpha, **options)
 
     def _to_translation(
         self, src_ids: list[int], hypotheses: list[Hypothesis], return_attention: bool

@@ -187,6 +187,17 @@ def test_output_of_a_finished_or_other_job_needs_resume_with_the_same_settings(
         )
     manifest = bulk_translate(str(tiny_model_dir), str(store[0]), str(output), options(resume=True))
     assert manifest["fragments_translated"] == 0 and manifest["rows_out"] == 30
+    # A job file from before --beam-prune and --precision existed: that job ran the exact
+    # beam in fp32, so it resumes with those settings and not with the pruned default.
+    job = json.loads((output / JOB_FILE).read_text())
+    del job["beam_prune"], job["precision"]
+    (output / JOB_FILE).write_text(json.dumps(job))
+    with pytest.raises(UserError, match="\\(beam_prune differ\\)"):
+        bulk_translate(str(tiny_model_dir), str(store[0]), str(output), options(resume=True))
+    older_job = options(resume=True, beam_prune=0.0, precision="fp32")
+    assert (
+        bulk_translate(str(tiny_model_dir), str(store[0]), str(output), older_job)["rows_out"] == 30
+    )
     (output / JOB_FILE).unlink()
     with pytest.raises(UserError, match="not written by nmt bulk-translate"):
         bulk_translate(str(tiny_model_dir), str(store[0]), str(output), options(resume=True))

@@ -107,6 +107,33 @@ def test_step_by_step_decoding_reproduces_teacher_forced_logits(attention):
 
 
 @pytest.mark.parametrize("attention", ["bahdanau", "luong", "none"])
+def test_state_and_attention_stay_float32_under_bf16_autocast(attention):
+    """The Translator's bf16 precision runs the matmuls in bfloat16 under autocast; the
+    recurrent state, the attention weights and the log-probabilities stay float32, and the
+    log-probabilities stay close to float32's."""
+    model = random_model(attention)
+    batch = toy_batch(SENTENCES, model.config)
+
+    def decode(bf16: bool) -> list[torch.Tensor]:
+        """Each step's best log-probability, teacher-forced on the batch's targets."""
+        with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            decoder = _StepDecoder(model, *model.encode(batch.src, batch.src_len))
+            steps = []
+            for t in range(batch.tgt_in.size(1)):
+                top, _, weights = decoder.top_log_probs(batch.tgt_in[:, t], 1)
+                assert decoder.hidden.dtype == top.dtype == torch.float32
+                assert weights is None or weights.dtype == torch.float32
+                steps.append(top)
+            matmul = model.decoder.hidden_proj(decoder.hidden)
+            assert matmul.dtype == (torch.bfloat16 if bf16 else torch.float32)
+        return steps
+
+    fast, exact = torch.cat(decode(bf16=True)), torch.cat(decode(bf16=False))
+    assert not torch.equal(fast, exact)  # bfloat16 rounding shows
+    torch.testing.assert_close(fast, exact, atol=0.05, rtol=0.02)
+
+
+@pytest.mark.parametrize("attention", ["bahdanau", "luong", "none"])
 def test_rows_sharing_a_source_decode_as_if_each_had_its_own_copy(attention):
     """Beam search keeps one encoded source per sentence for all its live beams, however
     many each has: rows sharing a source must give what a copy of it per row would."""

@@ -313,6 +313,7 @@ def test_app_builder_converts_serve_run_arguments(tiny_model_dir: Path) -> None:
         ({"max_batch_size": 0}, "max_batch_size must be at least 1"),
         ({"beam_size": 20}, "beam_size must be between 1 and max_beam_size"),
         ({"beam_prune": -0.5}, "--beam-prune must be 0"),
+        ({"precision": "fp16"}, "precision must be one of fp32, bf16"),
     ],
 )
 def test_bad_options_are_user_errors(options: dict, message: str) -> None:

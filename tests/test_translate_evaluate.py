@@ -173,7 +173,7 @@ def test_evaluate_matches_sacrebleu_on_the_same_hypotheses(
         chrf = sacrebleu.corpus_chrf(hypotheses, [ENGLISH]).score
         assert system["chrf"]["score"] == pytest.approx(chrf)
         assert system["beam_size"] == 3 and system["sentences_per_second"] > 0
-        assert system["beam_prune"] == DEFAULT_BEAM_PRUNE
+        assert system["beam_prune"] == DEFAULT_BEAM_PRUNE and system["precision"] == "fp32"
     tiny, baseline = report["systems"]
     assert tiny["bleu"]["score"] > baseline["bleu"]["score"], "trained beats untrained"
 
@@ -196,9 +196,10 @@ def test_evaluate_human_report_has_signatures_and_a_markdown_table(
     src = write_lines(tmp_path / "test.de", GERMAN[:8])
     ref = write_lines(tmp_path / "test.en", ENGLISH[:8])
     argv = ["evaluate", "--model", str(tiny_model_dir), "--src", str(src), "--ref", str(ref)]
-    argv += ["--beam-size", "1", "--by-length", str(tmp_path / "plot.png")]
+    argv += ["--beam-size", "1", "--by-length", str(tmp_path / "plot.png"), "--precision", "bf16"]
     code, out, _ = run_nmt(capsys, monkeypatch, argv)
     assert code == 0
+    assert "beam 1, alpha 0.6, batch 64, cpu, bf16" in out
     assert "BLEU|nrefs:1|case:mixed|eff:no|tok:13a" in out and "chrF2|nrefs:1" in out
     assert "sentences/s" in out
     assert "| source words | sentences | BLEU tiny-de-en |" in out
@@ -242,6 +243,9 @@ def test_bad_input_gives_one_line_errors(tiny_model_dir, tmp_path, capsys, monke
     assert "format version" in error_of(["translate", "--model", str(old)])
     assert "--beam-size" in error_of(["translate", *model, "--beam-size", "0"])
     assert "--beam-prune" in error_of(["translate", *model, "--beam-prune", "-1"])
+    with pytest.raises(SystemExit, match="2"):  # argparse's usage error
+        run_nmt(capsys, monkeypatch, ["translate", *model, "--precision", "fp16"])
+    assert "--precision: invalid choice: 'fp16'" in capsys.readouterr().err
 
 
 def test_empty_input_gives_empty_output(tiny_model_dir, tmp_path, capsys, monkeypatch):

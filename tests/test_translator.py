@@ -49,3 +49,17 @@ def test_missing_model_dir_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="neither a model dir"):
         Translator(tmp_path / "empty")
+
+
+def test_bf16_precision_rounds_scores_but_keeps_translations(tiny_model_dir):
+    texts = [german for german, _ in parallel_corpus(40, seed=7)]
+    exact = Translator(tiny_model_dir).translate(texts)
+    translator = Translator(tiny_model_dir, precision="bf16")
+    fast = translator.translate(texts)
+    same = [(a.score, b.score) for a, b in zip(exact, fast, strict=True) if a.text == b.text]
+    assert len(same) >= 0.8 * len(texts)  # 38 of 40 when written
+    assert any(a != b for a, b in same), "bf16 rounding should show in the scores"
+    assert all(b == pytest.approx(a, abs=0.08) for a, b in same)  # at most 0.03 when written
+    assert {p.dtype for p in translator.model.parameters()} == {torch.float32}
+    with pytest.raises(UserError, match="precision must be one of fp32, bf16"):
+        Translator(tiny_model_dir, precision="fp16")
