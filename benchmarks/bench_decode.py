@@ -11,8 +11,10 @@ Two models:
   exactly the number of tokens a real translation would have.
 
 Beam 5 runs twice: exact, and pruned as the Translator does by default (extensions more
-than DEFAULT_BEAM_PRUNE behind the step's best are dropped). Goals (issue 6): beam 5 costs at
-most 2.5x greedy at batch 64; batch 64 is at least 10x faster than batch 1.
+than DEFAULT_BEAM_PRUNE behind the step's best are dropped). Greedy and the pruned beam run
+again with `--precision bf16` (matmuls in bfloat16 under autocast, as the Translator does).
+Goals (issue 6): beam 5 costs at most 2.5x greedy at batch 64; batch 64 is at least 10x
+faster than batch 1.
 
     .venv/bin/python benchmarks/bench_decode.py [--model runs/exp/de-en] [--sentences 256]
 """
@@ -20,6 +22,7 @@ most 2.5x greedy at batch 64; batch 64 is at least 10x faster than batch 1.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import tempfile
 import time
@@ -40,14 +43,23 @@ from pipeline.translator import Translator  # noqa: E402
 
 MULTI30K = ROOT.parent / "shared" / "data" / "multi30k"
 PRUNE = DEFAULT_BEAM_PRUNE  # the Translator's default
-SEARCHES = {"greedy": (1, 0.0), "beam 5, exact": (5, 0.0), f"beam 5, pruned {PRUNE}": (5, PRUNE)}
+SEARCHES = {  # name: (beam size, pruning, precision)
+    "greedy": (1, 0.0, "fp32"),
+    "beam 5, exact": (5, 0.0, "fp32"),
+    f"beam 5, pruned {PRUNE}": (5, PRUNE, "fp32"),
+    "greedy, bf16": (1, 0.0, "bf16"),
+    f"beam 5, pruned {PRUNE}, bf16": (5, PRUNE, "bf16"),
+}
 SETTINGS = [(search, batch) for batch in (1, 64) for search in SEARCHES]
 
 
-def decode(model: Seq2Seq, ids: list[list[int]], limits: list[int], search: str, batch: int) -> int:
+def decode(
+    models: dict[str, Seq2Seq], ids: list[list[int]], limits: list[int], search: str, batch: int
+) -> int:
     """Decode all sentences (length-sorted batches, as the Translator does); returns the
     number of target tokens produced. limits: each sentence's maximum output length."""
-    beam, prune = SEARCHES[search]
+    beam, prune, precision = SEARCHES[search]
+    model = models[precision]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     produced = 0
     for start in range(0, len(order), batch):
@@ -58,11 +70,12 @@ def decode(model: Seq2Seq, ids: list[list[int]], limits: list[int], search: str,
             src[row, : len(ids[i])] = torch.tensor(ids[i])
         # max_len_a=0 with per-sentence max_len_b makes the limit exactly `limits` (broadcast).
         options = {"max_len_a": 0.0, "max_len_b": torch.tensor([limits[i] for i in chunk])}
-        if beam == 1:
-            hypotheses = greedy_search(model, src, src_len, **options)
-        else:
-            nbest = beam_search(model, src, src_len, beam, prune=prune, **options)
-            hypotheses = [n[0] for n in nbest]
+        with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+            if beam == 1:
+                hypotheses = greedy_search(model, src, src_len, **options)
+            else:
+                nbest = beam_search(model, src, src_len, beam, prune=prune, **options)
+                hypotheses = [n[0] for n in nbest]
         produced += sum(len(h.tokens) for h in hypotheses)
     return produced
 
@@ -70,12 +83,15 @@ def decode(model: Seq2Seq, ids: list[list[int]], limits: list[int], search: str,
 def measure(model: Seq2Seq, ids: list[list[int]], limits: list[int], repeats: int) -> dict:
     """sentences/s (the best of `repeats` runs, settings interleaved, so that load from other
     processes on a shared machine hits every setting alike) and tokens produced."""
-    decode(model, ids[:8], limits[:8], "beam 5, exact", batch=8)  # warm-up: allocator, kernels
+    # bf16 as the Translator runs it: Linear weights stored in bfloat16, under autocast.
+    models = {"fp32": model, "bf16": copy.deepcopy(model).store_linear_weights_in(torch.bfloat16)}
+    for search in ("beam 5, exact", f"beam 5, pruned {PRUNE}, bf16"):  # warm-up: allocator
+        decode(models, ids[:8], limits[:8], search, batch=8)
     results = {}
     for _ in range(repeats):
         for search, batch in SETTINGS:
             start = time.perf_counter()
-            tokens = decode(model, ids, limits, search, batch)
+            tokens = decode(models, ids, limits, search, batch)
             speed = len(ids) / (time.perf_counter() - start)
             best = max(speed, results.get((search, batch), (0.0,))[0])
             results[search, batch] = (best, tokens)
@@ -89,9 +105,14 @@ def report(title: str, results: dict) -> None:
     for search in SEARCHES:
         one, many = results[search, 1][0], results[search, 64][0]
         print(f"| {search} | {one:.1f} | {many:.1f} | {many / one:.1f}x |")
-    for search in list(SEARCHES)[1:]:
-        ratio = results["greedy", 64][0] / results[search, 64][0]
-        print(f"{search} cost / greedy cost at batch 64: {ratio:.2f}x (goal <= 2.5x)")
+    for search, (beam, _, precision) in SEARCHES.items():
+        greedy = "greedy" if precision == "fp32" else f"greedy, {precision}"
+        if beam > 1:
+            ratio = results[greedy, 64][0] / results[search, 64][0]
+            print(f"{search} cost / {greedy} cost at batch 64: {ratio:.2f}x (goal <= 2.5x)")
+    for search in ("greedy", f"beam 5, pruned {PRUNE}"):
+        ratio = results[f"{search}, bf16", 64][0] / results[search, 64][0]
+        print(f"{search}, bf16 / fp32 speed at batch 64: {ratio:.2f}x")
     tokens = {f"{search}, batch {n}": t for (search, n), (_, t) in results.items()}
     print(f"target tokens produced: {tokens}")
 

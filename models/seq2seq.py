@@ -79,6 +79,17 @@ class Seq2Seq(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def store_linear_weights_in(self, dtype: torch.dtype) -> Seq2Seq:
+        """Keep the Linear layers' weights in `dtype` (bfloat16 for decoding under autocast,
+        which then casts only activations, never the weights again). Embeddings and the
+        encoder's GRU stay float32, and so does a Linear sharing its weight with an
+        embedding. Such a model only runs inside `torch.autocast`."""
+        embeddings = {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)}
+        for module in self.modules():
+            if isinstance(module, nn.Linear) and id(module.weight) not in embeddings:
+                module.to(dtype)
+        return self
+
 
 def _packed_positions(order: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
     """(row, time) indices of the packed order produced by Decoder.teacher_forced."""

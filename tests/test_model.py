@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -24,7 +25,7 @@ def toy_batch(texts: list[str], config: ModelConfig):
     return collate(pairs, config.pad_id, config.bos_id, config.eos_id)
 
 
-def random_model(attention: str = "bahdanau", seed: int = 0) -> Seq2Seq:
+def random_model(attention: str = "bahdanau", seed: int = 0, **config_changes) -> Seq2Seq:
     torch.manual_seed(seed)
     config = ModelConfig(
         src_vocab_size=30,
@@ -37,7 +38,7 @@ def random_model(attention: str = "bahdanau", seed: int = 0) -> Seq2Seq:
         dropout=0.3,
         attention=attention,
     )
-    return Seq2Seq(config).eval()
+    return Seq2Seq(dataclasses.replace(config, **config_changes)).eval()
 
 
 def test_beam_size_one_is_greedy(toy_model):
@@ -106,16 +107,22 @@ def test_step_by_step_decoding_reproduces_teacher_forced_logits(attention):
         )
 
 
-@pytest.mark.parametrize("attention", ["bahdanau", "luong", "none"])
-def test_state_and_attention_stay_float32_under_bf16_autocast(attention):
+@pytest.mark.parametrize(
+    ("attention", "stored_bf16"),
+    [("bahdanau", False), ("luong", False), ("none", False), ("bahdanau", True)],
+)
+def test_state_and_attention_stay_float32_under_bf16_autocast(attention, stored_bf16):
     """The Translator's bf16 precision runs the matmuls in bfloat16 under autocast; the
     recurrent state, the attention weights and the log-probabilities stay float32, and the
-    log-probabilities stay close to float32's."""
-    model = random_model(attention)
+    log-probabilities stay close to float32's. `stored_bf16`: the Linear weights are kept in
+    bfloat16, as the Translator does, on a model whose embeddings are shared and tied to the
+    output layer (those stay float32)."""
+    tied = {"share_embeddings": True, "tie_target_embeddings": True, "deep_output_size": 16}
+    model = random_model(attention, **(tied if stored_bf16 else {}))
     batch = toy_batch(SENTENCES, model.config)
 
-    def decode(bf16: bool) -> list[torch.Tensor]:
-        """Each step's best log-probability, teacher-forced on the batch's targets."""
+    def decode(bf16: bool) -> torch.Tensor:
+        """Each step's best log-probability [T, B], teacher-forced on the batch's targets."""
         with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
             decoder = _StepDecoder(model, *model.encode(batch.src, batch.src_len))
             steps = []
@@ -123,12 +130,17 @@ def test_state_and_attention_stay_float32_under_bf16_autocast(attention):
                 top, _, weights = decoder.top_log_probs(batch.tgt_in[:, t], 1)
                 assert decoder.hidden.dtype == top.dtype == torch.float32
                 assert weights is None or weights.dtype == torch.float32
-                steps.append(top)
+                steps.append(top.squeeze(1))
             matmul = model.decoder.hidden_proj(decoder.hidden)
             assert matmul.dtype == (torch.bfloat16 if bf16 else torch.float32)
-        return steps
+        return torch.stack(steps)
 
-    fast, exact = torch.cat(decode(bf16=True)), torch.cat(decode(bf16=False))
+    exact = decode(bf16=False)
+    if stored_bf16:
+        model.store_linear_weights_in(torch.bfloat16)
+        assert model.decoder.hidden_proj.weight.dtype == torch.bfloat16
+        assert model.decoder.output.weight.dtype == torch.float32  # it is the embedding's
+    fast = decode(bf16=True)
     assert not torch.equal(fast, exact)  # bfloat16 rounding shows
     torch.testing.assert_close(fast, exact, atol=0.05, rtol=0.02)
 
