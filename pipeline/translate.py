@@ -76,7 +76,7 @@ def add_precision_argument(parser: argparse.ArgumentParser) -> None:
         choices=PRECISIONS,
         default=PRECISIONS[0],
         help="of the matrix products: bf16 is faster on CPUs with AVX512-BF16 or AMX and on "
-        "recent GPUs, at the same BLEU within 0.1 on the README's models (default: %(default)s)",
+        "recent GPUs, at the same BLEU within 0.11 on the README's models (default: %(default)s)",
     )
 
 
