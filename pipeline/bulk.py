@@ -46,6 +46,7 @@ from pipeline.errors import UserError
 from pipeline.storage import Location
 from pipeline.translate import (
     DEFAULT_BEAM_PRUNE,
+    DEFAULT_PRECISION,
     add_beam_prune_argument,
     add_precision_argument,
     check_beam_prune,
@@ -86,7 +87,7 @@ class BulkOptions:
     target_column: str = "translation"
     beam_size: int = 5
     beam_prune: float = DEFAULT_BEAM_PRUNE
-    precision: str = "fp32"  # of the matrix products: fp32 or bf16
+    precision: str = DEFAULT_PRECISION  # of the matrix products: fp32 or bf16
     batch_size: int = 64  # sentences per beam search batch
     workers: int | None = None  # default: one per GPU with gpu, else one per cpus_per_worker
     cpus_per_worker: int = 1

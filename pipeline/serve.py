@@ -36,6 +36,7 @@ from typing import Any
 from pipeline.errors import UserError
 from pipeline.translate import (
     DEFAULT_BEAM_PRUNE,
+    DEFAULT_PRECISION,
     add_beam_prune_argument,
     add_precision_argument,
     check_beam_prune,
@@ -77,7 +78,7 @@ class ServeOptions:
     ingress_replicas: int = 1
     beam_size: int = 5  # default when a request gives none
     beam_prune: float = DEFAULT_BEAM_PRUNE
-    precision: str = "fp32"  # of the matrix products: fp32 or bf16
+    precision: str = DEFAULT_PRECISION  # of the matrix products: fp32 or bf16
     max_beam_size: int = 16
     max_texts: int = 64  # per request
     max_chars: int = 1000  # per text

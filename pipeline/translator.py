@@ -19,7 +19,12 @@ from models.search import Hypothesis, beam_search, greedy_search
 from pipeline.errors import UserError
 from pipeline.storage import Location, local_copy
 from pipeline.tokenizer import load_pair
-from pipeline.translate import DEFAULT_BEAM_PRUNE, check_beam_prune, check_precision
+from pipeline.translate import (
+    DEFAULT_BEAM_PRUNE,
+    DEFAULT_PRECISION,
+    check_beam_prune,
+    check_precision,
+)
 
 META_FILE = "meta.json"
 
@@ -70,7 +75,7 @@ class Translator:
         max_len_a: float = 1.5,
         max_len_b: int = 10,
         beam_prune: float = DEFAULT_BEAM_PRUNE,
-        precision: str = "fp32",
+        precision: str = DEFAULT_PRECISION,
     ) -> None:
         self.source = find_model_dir(model_path)  # where the model lives (path or URI)
         self.model_dir = local_copy(self.source, "models")
