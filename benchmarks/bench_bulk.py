@@ -28,9 +28,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.bulk import BulkOptions, bulk_translate  # noqa: E402
-from pipeline.synthetic import parallel_corpus  # noqa: E402
-from pipeline.translator import Translator  # noqa: E402
+from pipeline.bulk.job import BulkOptions, bulk_translate  # noqa: E402
+from pipeline.corpus.synthetic import parallel_corpus  # noqa: E402
+from pipeline.translate.translator import Translator  # noqa: E402
 
 SENTENCES_PER_DOC = 3
 
@@ -63,7 +63,7 @@ def bulk_run(model: str | None, store: Path, output: Path, options: BulkOptions)
 def start_serve(model: str, replicas: int, beam: int) -> None:
     from ray import serve
 
-    from pipeline.serve import APP_NAME, build_app
+    from pipeline.serve.cli import APP_NAME, build_app
 
     serve.start(http_options={"host": "127.0.0.1", "port": 0})
     app = build_app(
@@ -136,7 +136,7 @@ def _build_model(directory: Path, size: str) -> Path:
 
 
 def load_vocab_size(directory: Path) -> int:
-    from pipeline.tokenizer import SRC_SPM, Tokenizer
+    from pipeline.corpus.tokenizer import SRC_SPM, Tokenizer
 
     return Tokenizer(directory / SRC_SPM).vocab_size
 

@@ -36,10 +36,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from models.config import ModelConfig  # noqa: E402
 from models.search import beam_search, greedy_search, max_output_lengths  # noqa: E402
 from models.seq2seq import Seq2Seq  # noqa: E402
-from pipeline.textfile import iter_lines, read_lines  # noqa: E402
-from pipeline.tokenizer import Tokenizer, train_sentencepiece  # noqa: E402
-from pipeline.translate import DEFAULT_BEAM_PRUNE  # noqa: E402
-from pipeline.translator import Translator  # noqa: E402
+from pipeline.corpus.textfile import iter_lines, read_lines  # noqa: E402
+from pipeline.corpus.tokenizer import Tokenizer, train_sentencepiece  # noqa: E402
+from pipeline.translate.cli import DEFAULT_BEAM_PRUNE  # noqa: E402
+from pipeline.translate.translator import Translator  # noqa: E402
 
 MULTI30K = ROOT.parent / "shared" / "data" / "multi30k"
 PRUNE = DEFAULT_BEAM_PRUNE  # the Translator's default
@@ -122,7 +122,7 @@ def trained_model(model_path: str | None, workdir: Path, count: int, threads: in
     or the tiny test model trained here on generated sentences of its own domain."""
     from conftest import build_tiny_model_dir
 
-    from pipeline.synthetic import parallel_corpus
+    from pipeline.corpus.synthetic import parallel_corpus
 
     if model_path is None:
         torch.set_num_threads(1)  # see conftest: tiny ops, no gain from threads

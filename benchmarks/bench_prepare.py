@@ -36,7 +36,7 @@ import sentencepiece as spm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.prepare_stages import ids_array  # noqa: E402
+from pipeline.prepare.stages import ids_array  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
 PAGE = os.sysconf("SC_PAGE_SIZE")

@@ -22,8 +22,8 @@ import torch
 from models.config import ModelConfig
 from models.seq2seq import Seq2Seq
 from models.training import collate, token_batches, train_step
-from pipeline.train import train_model
-from pipeline.train_config import TrainConfig
+from pipeline.train.config import TrainConfig
+from pipeline.train.trainer import train_model
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "multi30k_de_en.yaml"
 

@@ -12,12 +12,15 @@ from pipeline.errors import UserError
 # name -> (module, one-line help)
 COMMANDS = {
     "demo": ("pipeline.demo", "prepare, train, translate, serve, bulk-translate: all in minutes"),
-    "prepare": ("pipeline.prepare", "tokenize a parallel corpus into Parquet blocks (Ray Data)"),
-    "train": ("pipeline.train", "train a model on prepared data (Ray Train, DDP)"),
-    "translate": ("pipeline.translate", "translate text from stdin or a file"),
-    "evaluate": ("pipeline.evaluate", "score a model with sacreBLEU and chrF"),
-    "serve": ("pipeline.serve", "run the autoscaled HTTP translation endpoint (Ray Serve)"),
-    "bulk-translate": ("pipeline.bulk", "translate a Parquet document store (Ray Data)"),
+    "prepare": (
+        "pipeline.prepare.cli",
+        "tokenize a parallel corpus into Parquet blocks (Ray Data)",
+    ),
+    "train": ("pipeline.train.cli", "train a model on prepared data (Ray Train, DDP)"),
+    "translate": ("pipeline.translate.cli", "translate text from stdin or a file"),
+    "evaluate": ("pipeline.translate.evaluate", "score a model with sacreBLEU and chrF"),
+    "serve": ("pipeline.serve.cli", "run the autoscaled HTTP translation endpoint (Ray Serve)"),
+    "bulk-translate": ("pipeline.bulk.cli", "translate a Parquet document store (Ray Data)"),
 }
 
 EXAMPLES = """examples:

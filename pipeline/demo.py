@@ -114,7 +114,7 @@ def heading(text: str) -> None:
 
 # -- the stages ----------------------------------------------------------------------------
 def prepare_stage(out: Path, multi30k: Path | None) -> Path:
-    from pipeline.prepare import prepare_corpus, summary
+    from pipeline.prepare.preparation import prepare_corpus, summary
 
     if multi30k is None:
         heading("1/5 prepare: ../shared/data not found, using a GENERATED de-en corpus")
@@ -140,7 +140,7 @@ def prepare_stage(out: Path, multi30k: Path | None) -> Path:
 
 def write_generated_corpus(directory: Path) -> dict[str, str]:
     """Seeded synthetic pairs as Multi30K-style gzipped text files; returns the prefixes."""
-    from pipeline.synthetic import parallel_corpus
+    from pipeline.corpus.synthetic import parallel_corpus
 
     pairs = parallel_corpus(12_000, seed=0)
     splits = {"train": pairs[:10_000], "val": pairs[10_000:11_000]}
@@ -154,8 +154,8 @@ def write_generated_corpus(directory: Path) -> dict[str, str]:
 
 
 def train_stage(data: Path, run_dir: Path, args: argparse.Namespace) -> Path:
-    from pipeline.train import train_model
-    from pipeline.train_config import TrainConfig
+    from pipeline.train.config import TrainConfig
+    from pipeline.train.trainer import train_model
 
     config = TrainConfig.from_yaml(args.config).override(
         time_budget_minutes=args.minutes, max_steps=args.max_steps
@@ -176,8 +176,8 @@ def test_set(data: Path) -> tuple[list[str], list[str]]:
 
 
 def translate_stage(model: Path, data: Path) -> None:
-    from pipeline.evaluate import decode, score_system
-    from pipeline.translator import Translator
+    from pipeline.translate.evaluate import decode, score_system
+    from pipeline.translate.translator import Translator
 
     heading("3/5 translate and score (beam 5)")
     translator = Translator(model)
@@ -199,7 +199,7 @@ def serve_stage(model: Path, data: Path) -> None:
     import requests
     from ray import serve
 
-    from pipeline.serve import APP_NAME, build_app
+    from pipeline.serve.cli import APP_NAME, build_app
 
     port = free_port()
     heading(f"4/5 serve: Ray Serve endpoint on http://127.0.0.1:{port}/translate")
@@ -225,7 +225,7 @@ def bulk_stage(model: Path, data: Path, out: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.bulk import BulkOptions, bulk_translate
+    from pipeline.bulk.job import BulkOptions, bulk_translate
 
     heading(f"5/5 bulk-translate: a {STORE_ROWS}-document Parquet store with Ray Data")
     sources = test_set(data)[0]

@@ -39,8 +39,8 @@ def build_tiny_model_dir(directory: Path, steps: int = 150, seed: int = 0) -> Pa
     from models.model_dir import save_model
     from models.seq2seq import Seq2Seq
     from models.training import collate, token_batches, train_step
-    from pipeline.synthetic import parallel_corpus
-    from pipeline.tokenizer import SRC_SPM, TGT_SPM, Tokenizer, train_sentencepiece
+    from pipeline.corpus.synthetic import parallel_corpus
+    from pipeline.corpus.tokenizer import SRC_SPM, TGT_SPM, Tokenizer, train_sentencepiece
 
     directory.mkdir(parents=True, exist_ok=True)
     corpus = parallel_corpus(3000, seed=seed)

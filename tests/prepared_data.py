@@ -9,8 +9,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.synthetic import parallel_corpus
-from pipeline.tokenizer import SRC_SPM, TGT_SPM, Tokenizer, train_sentencepiece
+from pipeline.corpus.synthetic import parallel_corpus
+from pipeline.corpus.tokenizer import SRC_SPM, TGT_SPM, Tokenizer, train_sentencepiece
 
 
 def write_prepared_dataset(out: Path, train_pairs: int = 2000, seed: int = 0) -> Path:

@@ -20,8 +20,8 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.bulk import BulkOptions, JobFailed, bulk_translate
-from pipeline.bulk_store import (
+from pipeline.bulk.job import BulkOptions, JobFailed, bulk_translate
+from pipeline.bulk.store import (
     JOB_FILE,
     MANIFEST_FILE,
     TEMP_PREFIX,
@@ -29,11 +29,11 @@ from pipeline.bulk_store import (
     find_inputs,
     plan_fragments,
 )
-from pipeline.bulk_worker import translate_documents
+from pipeline.bulk.worker import translate_documents
 from pipeline.cli import main as nmt
+from pipeline.corpus.synthetic import parallel_corpus
 from pipeline.errors import UserError
-from pipeline.synthetic import parallel_corpus
-from pipeline.translator import Translator
+from pipeline.translate.translator import Translator
 
 GERMAN = [german for german, _ in parallel_corpus(60, seed=11)]
 CHINESE = ["一个男人在跑。", "一只狗在公园里玩！", "孩子们在哪里？", "她说：“好。”", "猫在睡觉。"]
@@ -281,7 +281,7 @@ def free_port() -> int:
 def test_via_serve_gives_the_same_translations(finished_job, store, tiny_model_dir, tmp_path):
     from ray import serve
 
-    from pipeline.serve import APP_NAME, build_app
+    from pipeline.serve.cli import APP_NAME, build_app
 
     with pytest.raises(UserError, match="no Serve application 'nmt'"):
         bulk_translate(None, str(store[0]), str(tmp_path / "none"), options(via_serve=True))

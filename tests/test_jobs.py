@@ -16,7 +16,7 @@ import yaml
 from ray._private.authentication_test_utils import reset_auth_token_state
 
 from jobs._stage import stage_argv, yaml_to_argv
-from pipeline.synthetic import parallel_corpus
+from pipeline.corpus.synthetic import parallel_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")

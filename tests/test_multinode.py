@@ -14,10 +14,10 @@ import ray
 from prepared_data import write_prepared_dataset
 from ray.cluster_utils import Cluster
 
-from pipeline.bulk import BulkOptions, bulk_translate
-from pipeline.synthetic import parallel_corpus
-from pipeline.train import train_model
-from pipeline.train_config import TrainConfig
+from pipeline.bulk.job import BulkOptions, bulk_translate
+from pipeline.corpus.synthetic import parallel_corpus
+from pipeline.train.config import TrainConfig
+from pipeline.train.trainer import train_model
 
 TINY = TrainConfig.from_yaml(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
 SLOT = "worker_slot"  # a resource only the worker nodes have, so training lands on them

@@ -15,11 +15,11 @@ import ray
 import sentencepiece as spm
 from conftest import require_shared_data
 
-from pipeline import prepare_ray
 from pipeline.cli import main
-from pipeline.corpus import normalise_text
-from pipeline.prepare import is_prepared, prepare_corpus
-from pipeline.synthetic import parallel_corpus
+from pipeline.corpus.readers import normalise_text
+from pipeline.corpus.synthetic import parallel_corpus
+from pipeline.prepare import dataflow as prepare_ray
+from pipeline.prepare.preparation import is_prepared, prepare_corpus
 
 EN_ZH_TSV = {
     "src_lang": "en",

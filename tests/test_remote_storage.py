@@ -22,15 +22,15 @@ from test_prepare import read_split, write_pair
 
 from models.model_dir import load_model
 from pipeline import storage
-from pipeline.bulk import JobFailed, bulk_translate
-from pipeline.bulk_store import MANIFEST_FILE, TEMP_PREFIX
+from pipeline.bulk.job import JobFailed, bulk_translate
+from pipeline.bulk.store import MANIFEST_FILE, TEMP_PREFIX
+from pipeline.corpus.synthetic import parallel_corpus
 from pipeline.errors import UserError
-from pipeline.prepare import is_prepared, prepare_corpus
+from pipeline.prepare.preparation import is_prepared, prepare_corpus
 from pipeline.storage import Location, glob_files, local_copy
-from pipeline.synthetic import parallel_corpus
-from pipeline.train import train_model
-from pipeline.train_config import TrainConfig
-from pipeline.translator import Translator
+from pipeline.train.config import TrainConfig
+from pipeline.train.trainer import train_model
+from pipeline.translate.translator import Translator
 
 # A few steps in one torch thread: threads spin-waiting on each other on a busy 2-core
 # machine cost more than the tiny model's matmuls gain.

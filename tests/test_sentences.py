@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.sentences import reassemble, split_document
-from pipeline.synthetic import parallel_corpus
+from pipeline.corpus.sentences import reassemble, split_document
+from pipeline.corpus.synthetic import parallel_corpus
 
 
 def rejoin(text: str) -> str:

@@ -21,10 +21,10 @@ import requests
 import torch
 
 from pipeline.cli import main as nmt
+from pipeline.corpus.synthetic import parallel_corpus
 from pipeline.errors import UserError
-from pipeline.serve import TRANSLATOR_DEPLOYMENT, ServeOptions, app_builder, build_app
-from pipeline.synthetic import parallel_corpus
-from pipeline.translator import Translator
+from pipeline.serve.cli import TRANSLATOR_DEPLOYMENT, ServeOptions, app_builder, build_app
+from pipeline.translate.translator import Translator
 
 API_KEY_ENV = "NMT_TEST_SERVE_API_KEY"
 API_KEY = "correct horse battery staple"
@@ -286,7 +286,7 @@ def test_killed_replica_is_replaced(serve_url: str, tiny_model_dir: Path) -> Non
 
 
 def test_health_check_fails_for_an_unusable_model(tiny_model_dir: Path) -> None:
-    from pipeline.serve_app import TranslatorDeployment
+    from pipeline.serve.app import TranslatorDeployment
 
     replica = TranslatorDeployment.func_or_class(str(tiny_model_dir), ServeOptions())
     asyncio.run(replica.check_health())  # a good model passes

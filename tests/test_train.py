@@ -11,9 +11,9 @@ import ray
 from prepared_data import write_prepared_dataset
 
 from pipeline.errors import UserError
-from pipeline.train import FAULT_ENV, train_model
-from pipeline.train_config import TrainConfig
-from pipeline.translator import Translator
+from pipeline.train.config import TrainConfig
+from pipeline.train.trainer import FAULT_ENV, train_model
+from pipeline.translate.translator import Translator
 
 TINY = TrainConfig.from_yaml(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
 

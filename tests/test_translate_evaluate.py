@@ -20,10 +20,10 @@ from models.config import ModelConfig
 from models.model_dir import save_model
 from models.seq2seq import Seq2Seq
 from pipeline.cli import main
-from pipeline.evaluate import length_buckets
-from pipeline.synthetic import parallel_corpus
-from pipeline.translate import DEFAULT_BEAM_PRUNE
-from pipeline.translator import Translator
+from pipeline.corpus.synthetic import parallel_corpus
+from pipeline.translate.cli import DEFAULT_BEAM_PRUNE
+from pipeline.translate.evaluate import length_buckets
+from pipeline.translate.translator import Translator
 
 PAIRS = parallel_corpus(30, seed=11)
 GERMAN = [german for german, _ in PAIRS]

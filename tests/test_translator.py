@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from models.search import beam_search
+from pipeline.corpus.synthetic import parallel_corpus
 from pipeline.errors import UserError
-from pipeline.synthetic import parallel_corpus
-from pipeline.translator import Translator
+from pipeline.translate.translator import Translator
 
 SOURCES = [german for german, _ in parallel_corpus(12, seed=42)]
 

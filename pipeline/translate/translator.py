@@ -16,15 +16,10 @@ import torch
 
 from models.model_dir import CONFIG_FILE, load_model
 from models.search import Hypothesis, beam_search, greedy_search
+from pipeline.corpus.tokenizer import load_pair
 from pipeline.errors import UserError
 from pipeline.storage import Location, local_copy
-from pipeline.tokenizer import load_pair
-from pipeline.translate import (
-    DEFAULT_BEAM_PRUNE,
-    DEFAULT_PRECISION,
-    check_beam_prune,
-    check_precision,
-)
+from pipeline.translate.settings import DecodeSettings
 
 META_FILE = "meta.json"
 
@@ -69,13 +64,7 @@ class Translator:
         self,
         model_path: str | Path,
         device: str = "cpu",
-        beam_size: int = 5,
-        alpha: float = 0.6,
-        batch_size: int = 64,
-        max_len_a: float = 1.5,
-        max_len_b: int = 10,
-        beam_prune: float = DEFAULT_BEAM_PRUNE,
-        precision: str = DEFAULT_PRECISION,
+        settings: DecodeSettings | None = None,
     ) -> None:
         self.source = find_model_dir(model_path)  # where the model lives (path or URI)
         self.model_dir = local_copy(self.source, "models")
@@ -87,16 +76,10 @@ class Translator:
         meta_file = self.model_dir / META_FILE
         self.meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
         self.device = torch.device(device)
-        self.beam_size, self.alpha, self.batch_size = beam_size, alpha, batch_size
-        self.max_len_a, self.max_len_b = max_len_a, max_len_b
-        check_beam_prune(beam_prune)
-        self.beam_prune = beam_prune
-        check_precision(precision)
-        self.precision = precision
-        if precision == "bf16":
-            # Cast once here: autocast alone casts every weight again at every step (its cache
-            # is off under the search's inference_mode; with it, once per batch: still a
-            # quarter of the decoding time at batch size 1, profiled).
+        self.settings = settings = settings or DecodeSettings()
+        if settings.precision == "bf16":
+            # Cast once here: autocast alone casts every weight again at every step (its
+            # cache is off under the search's inference_mode).
             self.model.store_linear_weights_in(torch.bfloat16)
 
     @property
@@ -118,38 +101,30 @@ class Translator:
     def translate(
         self,
         texts: Sequence[str],
-        beam_size: int | None = None,
-        n_best: int = 1,
-        alpha: float | None = None,
+        settings: DecodeSettings | None = None,
         return_attention: bool = False,
     ) -> list[Translation]:
-        """Translate each text; `len(result) == len(texts)`, in input order."""
-        beam_size = beam_size or self.beam_size
-        if not 1 <= n_best <= beam_size:
-            raise UserError(f"n_best must be between 1 and the beam size ({beam_size})")
+        """Translate each text; `len(result) == len(texts)`, in input order.
+
+        `settings` overrides the Translator's for this call (e.g. a request's beam size);
+        its precision must be the Translator's, since the weights were cast at load."""
+        settings = settings or self.settings
+        if settings.precision != self.settings.precision:
+            raise UserError(
+                f"this Translator decodes in {self.settings.precision}, not {settings.precision}"
+            )
         ids = self.src_tokenizer.encode([t.strip() for t in texts])
         results: list[Translation | None] = [None] * len(texts)
         order = sorted((i for i in range(len(texts)) if ids[i]), key=lambda i: len(ids[i]))
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            nbest_lists = self._search(
-                [ids[i] for i in chunk],
-                beam_size,
-                n_best,
-                self.alpha if alpha is None else alpha,
-                return_attention,
-            )
+        for start in range(0, len(order), settings.batch_size):
+            chunk = order[start : start + settings.batch_size]
+            nbest_lists = self._search([ids[i] for i in chunk], settings, return_attention)
             for i, hypotheses in zip(chunk, nbest_lists, strict=True):
                 results[i] = self._to_translation(ids[i], hypotheses, return_attention)
         return [r if r is not None else Translation("", 0.0, [("", 0.0)]) for r in results]
 
     def _search(
-        self,
-        ids: list[list[int]],
-        beam_size: int,
-        n_best: int,
-        alpha: float,
-        return_attention: bool,
+        self, ids: list[list[int]], settings: DecodeSettings, return_attention: bool
     ) -> list[list[Hypothesis]]:
         src_len = torch.tensor([len(s) for s in ids])
         src = torch.full((len(ids), int(src_len.max())), self.model.config.pad_id)
@@ -157,17 +132,25 @@ class Translator:
             src[row, : len(sentence)] = torch.tensor(sentence)
         src, src_len = src.to(self.device), src_len.to(self.device)
         options = {
-            "max_len_a": self.max_len_a,
-            "max_len_b": self.max_len_b,
+            "max_len_a": settings.max_len_a,
+            "max_len_b": settings.max_len_b,
             "return_attention": return_attention,
         }
         # bf16: the Linear weights are bfloat16 already; autocast casts their inputs.
-        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
-            if beam_size == 1:  # greedy is beam search of size 1, without the bookkeeping
+        bf16 = settings.precision == "bf16"
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=bf16):
+            if settings.beam_size == 1:  # greedy is beam search of size 1, minus bookkeeping
                 return [[h] for h in greedy_search(self.model, src, src_len, **options)]
-            # Pruning could leave fewer candidates than an n-best list asks for.
-            options["prune"] = self.beam_prune if n_best == 1 else 0.0
-            return beam_search(self.model, src, src_len, beam_size, n_best, alpha, **options)
+            return beam_search(
+                self.model,
+                src,
+                src_len,
+                settings.beam_size,
+                settings.n_best,
+                settings.alpha,
+                prune=settings.prune,
+                **options,
+            )
 
     def _to_translation(
         self, src_ids: list[int], hypotheses: list[Hypothesis], return_attention: bool

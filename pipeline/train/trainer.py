@@ -1,7 +1,7 @@
-"""`nmt train`: data-parallel training on Ray Train (TorchTrainer + DDP), CPU or GPU.
+"""Training: data-parallel training on Ray Train (TorchTrainer + DDP), CPU or GPU.
 
 The driver checks the prepared data, builds the model config from it, hands the worker loop
-(`pipeline.train_worker.train_func`) to a TorchTrainer, and when the run ends exports the
+(`pipeline.train.worker.train_func`) to a TorchTrainer, and when the run ends exports the
 best checkpoint (by validation BLEU) as `OUT/model/`, plus `metrics.csv` and a plot.
 Re-running with the same `--out` resumes from the latest checkpoint.
 
@@ -11,7 +11,6 @@ train split and Ray Train keeps its checkpoints through the same pyarrow filesys
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -19,75 +18,15 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.corpus.tokenizer import SRC_SPM, TGT_SPM, Tokenizer
 from pipeline.errors import UserError
 from pipeline.storage import Location
-from pipeline.tokenizer import SRC_SPM, TGT_SPM, Tokenizer
-from pipeline.train_config import TrainConfig
+from pipeline.train.config import TrainConfig
 
 RAY_RUN_NAME = "ray_train"
 EFFECTIVE_CONFIG = "train_config.yaml"
 EXPORTED = ("model", "metrics.csv", "training.png")  # what export_run writes into OUT
 FAULT_ENV = "NMT_INJECT_FAILURE_AT_STEP"  # test-only, see WorkerRun.maybe_inject_fault
-
-EXAMPLES = """examples:
-  nmt train --data runs/data/multi30k-de-en --out runs/exp/de-en \\
-      --config configs/multi30k_de_en.yaml
-  nmt train --data runs/data/multi30k-de-en --out runs/exp/de-en --workers 2 --max-steps 2000
-  nmt train --data runs/data/multi30k-de-en --out runs/exp/de-en --resume   # continue a run
-  nmt train --data runs/data/multi30k-de-en --out runs/exp/de-en --gpu --workers 4 --time-budget 60
-  nmt train --data s3://bucket/data/multi30k-de-en --out s3://bucket/exp/de-en --workers 4
-"""
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data", required=True, help="a dataset dir written by `nmt prepare` (path or URI)"
-    )
-    parser.add_argument(
-        "--out", required=True, help="the run dir (model/, metrics, checkpoints; path or URI)"
-    )
-    parser.add_argument("--config", help="YAML training config (configs/*.yaml); flags override")
-    parser.add_argument("--workers", type=int, help="data-parallel workers (default 1)")
-    parser.add_argument("--gpu", action="store_true", default=None, help="one GPU per worker")
-    parser.add_argument("--cpus-per-worker", type=float, help="default: leave one CPU for Ray Data")
-    parser.add_argument(
-        "--threads-per-worker",
-        type=int,
-        help="torch threads per worker (default: the node's cores / workers)",
-    )
-    limits = parser.add_mutually_exclusive_group()
-    limits.add_argument("--max-steps", type=int)
-    limits.add_argument("--max-epochs", type=int)
-    parser.add_argument(
-        "--time-budget",
-        type=float,
-        metavar="MINUTES",
-        help="stop cleanly (with a final checkpoint) after this many minutes",
-    )
-    parser.add_argument("--valid-every", type=int, help="validate and checkpoint every N steps")
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="require a previous run in --out to continue (re-running the same "
-        "command resumes anyway when checkpoints exist)",
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
-    config = config.override(
-        workers=args.workers,
-        gpu=args.gpu,
-        cpus_per_worker=args.cpus_per_worker,
-        threads_per_worker=args.threads_per_worker,
-        max_steps=args.max_steps,
-        max_epochs=args.max_epochs,
-        time_budget_minutes=args.time_budget,
-        valid_every=args.valid_every,
-    )
-    summary = train_model(args.data, args.out, config, resume=args.resume)
-    print(summary.describe())
-    return 0
 
 
 @dataclass
@@ -182,7 +121,7 @@ def build_trainer(data: Location, out: Location, config: TrainConfig, model_conf
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from pipeline.train_worker import load_validation_set, train_func
+    from pipeline.train.worker import load_validation_set, train_func
 
     cpus = config.cpus_per_worker or _default_cpus_per_worker(config)
     loop_config = {
@@ -251,7 +190,7 @@ def _threads_per_worker(config: TrainConfig, cpus_per_worker: float) -> int:
 def export_run(result, data: Location, out: Location, stats: dict) -> TrainSummary:
     """Best checkpoint -> OUT/model (a model dir); history -> metrics.csv and training.png.
     For a remote OUT they are written into a local temp dir, then uploaded."""
-    from pipeline.train_worker import PROGRESS_FILE
+    from pipeline.train.worker import PROGRESS_FILE
 
     if result.error:
         raise result.error
@@ -296,7 +235,7 @@ def save_best_model(checkpoint, data: Location, model_dir: Path, scratch: Path) 
     from models.config import ModelConfig
     from models.model_dir import save_model
     from models.seq2seq import Seq2Seq
-    from pipeline.train_worker import STATE_FILE
+    from pipeline.train.worker import STATE_FILE
 
     with checkpoint.as_directory() as directory:  # downloads a checkpoint on remote storage
         model = Seq2Seq(ModelConfig.load(Path(directory) / "config.json"))

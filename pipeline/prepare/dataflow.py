@@ -15,9 +15,9 @@ from collections.abc import Iterator
 
 import ray
 
-from pipeline.corpus import CorpusInput, ParallelCorpusDatasource, ReadOptions
+from pipeline.corpus.readers import CorpusInput, ParallelCorpusDatasource, ReadOptions
 from pipeline.errors import UserError
-from pipeline.prepare_stages import LengthFilter, PreparedSplitSink, TokenizePairs
+from pipeline.prepare.stages import LengthFilter, PreparedSplitSink, TokenizePairs
 from pipeline.storage import Location
 
 # Reading and writing are light next to sentencepiece, so they get small CPU shares and the

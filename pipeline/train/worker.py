@@ -27,8 +27,8 @@ from models.config import ModelConfig
 from models.search import beam_search, greedy_search
 from models.seq2seq import Seq2Seq
 from models.training import Batch, collate, token_batches, train_step
+from pipeline.corpus.tokenizer import Tokenizer
 from pipeline.storage import Location
-from pipeline.tokenizer import Tokenizer
 
 STATE_FILE = "state.pt"
 PROGRESS_FILE = "progress.json"

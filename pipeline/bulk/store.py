@@ -32,7 +32,13 @@ MANIFEST_FILE = "_SUCCESS"
 TEMP_PREFIX = "_tmp."
 # Job settings that later versions added to the job file, with the value that a job written
 # before them ran with: it resumes with that value, and is refused with another.
-SETTINGS_BEFORE_RECORDED = {"beam_prune": 0.0, "precision": "fp32"}
+SETTINGS_BEFORE_RECORDED = {
+    "beam_prune": 0.0,
+    "precision": "fp32",
+    "alpha": 0.6,
+    "max_len_a": 1.5,
+    "max_len_b": 10,
+}
 SENTENCES_KEY = b"nmt.sentences"  # Parquet footer metadata: sentences in the fragment
 
 

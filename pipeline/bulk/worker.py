@@ -19,9 +19,10 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from pipeline.bulk_store import Fragment, read_fragment, write_atomically
-from pipeline.sentences import reassemble, split_document
+from pipeline.bulk.store import Fragment, read_fragment, write_atomically
+from pipeline.corpus.sentences import reassemble, split_document
 from pipeline.storage import Location
+from pipeline.translate.settings import DecodeSettings
 
 TranslateSentences = Callable[[list[str]], list[str]]
 
@@ -35,10 +36,7 @@ class WorkerSettings:
     target_column: str
     error_column: str
     max_chars: int
-    beam_size: int
-    beam_prune: float
-    precision: str
-    batch_size: int
+    decoding: DecodeSettings
     # Tests only: fragments from this plan index on write their temp file, then fail, as
     # a job killed in the middle of a write would.
     fail_from_fragment: int | None = None
@@ -151,18 +149,11 @@ class TranslatorWorker(FragmentWorker):
     def __init__(self, settings: WorkerSettings, model_path: str, device: str, threads: int):
         import torch
 
-        from pipeline.translator import Translator
+        from pipeline.translate.translator import Translator
 
         super().__init__(settings)
         torch.set_num_threads(threads)  # one actor per `threads` CPUs: no oversubscription
-        self.translator = Translator(
-            model_path,
-            device,
-            beam_size=settings.beam_size,
-            batch_size=settings.batch_size,
-            beam_prune=settings.beam_prune,
-            precision=settings.precision,
-        )
+        self.translator = Translator(model_path, device, settings.decoding)
 
     def translate(self, sentences: list[str]) -> list[str]:
         return [t.text for t in self.translator.translate(sentences)]
@@ -181,11 +172,11 @@ class ServeWorker(FragmentWorker):
     def translate(self, sentences: list[str]) -> list[str]:
         """Length-sorted chunks of `batch_size`, all sent at once so replicas share them."""
         order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
-        size = self.settings.batch_size
+        size = self.settings.decoding.batch_size
         chunks = [order[start : start + size] for start in range(0, len(order), size)]
         responses = [
             self.handle.translate_batch.remote(
-                [sentences[i] for i in chunk], beam_size=self.settings.beam_size
+                [sentences[i] for i in chunk], beam_size=self.settings.decoding.beam_size
             )
             for chunk in chunks
         ]

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pipeline.errors import UserError
-from pipeline.translate import add_decoding_arguments, load_translator
+from pipeline.translate.cli import add_decoding_arguments, load_translator
 
 if TYPE_CHECKING:
     from sacrebleu.metrics import BLEU, CHRF
 
-    from pipeline.translator import Translator
+    from pipeline.translate.translator import Translator
 
 EXAMPLES = """examples:
   nmt evaluate --model runs/exp/de-en --src ../shared/data/multi30k/test_2016_flickr.de.gz \\
@@ -83,11 +83,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also write the translations (several models: FILE.1, FILE.2, ...)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
-    add_decoding_arguments(parser)
+    add_decoding_arguments(parser, omit=("n_best",))
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.textfile import read_lines
+    from pipeline.corpus.textfile import read_lines
 
     sources = read_lines(args.src)
     references = [read_lines(path) for path in args.ref]
@@ -134,15 +134,16 @@ def score_system(
 ) -> dict:
     """BLEU, chrF and speed of one model's translations, with the settings that made them."""
     bleu, chrf = metrics(translator.meta.get("tgt_lang"), tokenize)
+    settings = translator.settings
     return {
         "name": translator.name,
         "model": translator.source.uri,
-        "beam_size": translator.beam_size,
-        "alpha": translator.alpha,
-        "beam_prune": translator.beam_prune if translator.beam_size > 1 else None,
-        "batch_size": translator.batch_size,
+        "beam_size": settings.beam_size,
+        "alpha": settings.alpha,
+        "beam_prune": settings.beam_prune if settings.beam_size > 1 else None,
+        "batch_size": settings.batch_size,
         "device": str(translator.device),
-        "precision": translator.precision,
+        "precision": settings.precision,
         "bleu": _score_json(bleu, bleu.corpus_score(hypotheses, references)),
         "chrf": _score_json(chrf, chrf.corpus_score(hypotheses, references)),
         "seconds": round(seconds, 3),
@@ -201,7 +202,7 @@ def by_length(
 ) -> dict:
     """BLEU of every system per source-length bucket (buckets from the first model's source
     language); draws the plot to args.by_length."""
-    from pipeline.plots import bleu_by_length_plot
+    from pipeline.translate.plots import bleu_by_length_plot
 
     lengths, unit = source_lengths(sources, translators[0].meta.get("src_lang"))
     buckets = length_buckets(lengths, args.bucket_width, args.min_bucket)
@@ -285,7 +286,7 @@ def _unique_names(systems: list[dict]) -> list[str]:
 
 
 def _write_hypotheses(path: str, hypotheses_by_system: list[list[str]]) -> None:
-    from pipeline.textfile import open_text
+    from pipeline.corpus.textfile import open_text
 
     several = len(hypotheses_by_system) > 1
     for number, hypotheses in enumerate(hypotheses_by_system, start=1):

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.errors import UserError
+from pipeline.translate.settings import DecodeSettings
 
 if TYPE_CHECKING:  # imported lazily at run time: torch is slow to import, --help should not be
-    from pipeline.translator import Translation, Translator
+    from pipeline.translate.translator import Translation, Translator
 
 EXAMPLES = """examples:
   echo "Ein Mann fährt Fahrrad." | nmt translate --model runs/exp/de-en
@@ -26,70 +27,15 @@ ending in .png draws the first non-blank line; anything else is a directory that
 line-000001.png, line-000002.png, ... for every non-blank line.
 """
 
-# The Translator's beam pruning (defined here so that --help need not import torch): beam
-# extensions whose log-probability trails the step's best by more than this are dropped
-# (`models.search.beam_search`'s `prune`). On the README's models it decodes a third fewer
-# rows than the exact beam, at the same BLEU within +-0.25. 0 is exact beam search.
-DEFAULT_BEAM_PRUNE = 2.0
-
-# The precision of decoding's matrix products (`Translator(precision=...)`), named as in the
-# training config. bf16 runs them under torch.autocast: about twice the matmul throughput on
-# CPUs with AVX512-BF16 or AMX and on recent GPUs, while the decoder state, the softmaxes
-# and the scores stay float32.
-PRECISIONS = ("fp32", "bf16")
-DEFAULT_PRECISION = "fp32"
-
 # Lines translated together: the Translator sorts each chunk by length before batching, and
 # output is written chunk by chunk, so a large file neither waits nor piles up in memory.
 CHUNK_LINES = 2048
 
 
-def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
-    """The search options `translate` and `evaluate` share (not --model: evaluate takes several)."""
-    parser.add_argument("--beam-size", type=int, default=5, help="1 is greedy (default: 5)")
-    parser.add_argument(
-        "--alpha", type=float, default=0.6, help="length penalty exponent (default: 0.6)"
-    )
-    add_beam_prune_argument(parser)
-    add_precision_argument(parser)
-    parser.add_argument(
-        "--batch-size", type=int, default=64, help="sentences decoded together (default: 64)"
-    )
+def add_decoding_arguments(parser: argparse.ArgumentParser, omit: tuple[str, ...] = ()) -> None:
+    """The decoding flags and --device, shared by `translate` and `evaluate`."""
+    DecodeSettings.add_arguments(parser, omit=omit)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
-
-
-def add_beam_prune_argument(parser: argparse.ArgumentParser) -> None:
-    """--beam-prune, for every command that decodes (translate, evaluate, serve, bulk)."""
-    parser.add_argument(
-        "--beam-prune",
-        type=float,
-        default=DEFAULT_BEAM_PRUNE,
-        metavar="DELTA",
-        help="drop beam extensions more than DELTA (log-probability) behind the step's best; "
-        "0 is exact beam search; not applied with --n-best above 1 (default: %(default)s)",
-    )
-
-
-def add_precision_argument(parser: argparse.ArgumentParser) -> None:
-    """--precision, for every command that decodes (translate, evaluate, serve, bulk)."""
-    parser.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default=DEFAULT_PRECISION,
-        help="of the matrix products: bf16 is faster on CPUs with AVX512-BF16 or AMX and on "
-        "recent GPUs, at the same BLEU within 0.11 on the README's models (default: %(default)s)",
-    )
-
-
-def check_precision(value: str) -> None:
-    """For the library entry points (argparse already checks --precision's choices)."""
-    if value not in PRECISIONS:
-        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, not {value!r}")
-
-
-def check_beam_prune(value: float) -> None:
-    if value < 0:
-        raise UserError("--beam-prune must be 0 (exact beam search) or more")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -99,13 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", help="text file, one sentence a line, .gz ok (default: stdin)")
     parser.add_argument("--output", help="where translations go, .gz ok (default: stdout)")
     parser.add_argument(
-        "--n-best",
-        type=int,
-        default=1,
-        metavar="K",
-        help="write K candidates per line as text<TAB>score<TAB>text<TAB>score...",
-    )
-    parser.add_argument(
         "--attention-plot",
         metavar="PNG_OR_DIR",
         help="heatmap of the first sentence (a .png path) or of every sentence (a directory)",
@@ -114,33 +53,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_translator(model: str, args: argparse.Namespace) -> Translator:
-    """A Translator for `model` with the decoding options in `args`, checked first."""
+    """A Translator for `model` with the decoding settings in `args` (checked first)."""
     import torch
 
-    from pipeline.translator import Translator
+    from pipeline.translate.translator import Translator
 
-    for option in ("beam_size", "batch_size"):
-        if getattr(args, option) < 1:
-            raise UserError(f"--{option.replace('_', '-')} must be at least 1")
-    check_beam_prune(args.beam_prune)
+    decoding = DecodeSettings.from_args(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return Translator(
-        model,
-        device=device,
-        beam_size=args.beam_size,
-        alpha=args.alpha,
-        batch_size=args.batch_size,
-        beam_prune=args.beam_prune,
-        precision=args.precision,
-    )
+    return Translator(model, device=device, settings=decoding)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.textfile import iter_lines, open_text
+    from pipeline.corpus.textfile import iter_lines, open_text
 
     translator = load_translator(args.model, args)
-    if not 1 <= args.n_best <= args.beam_size:
-        raise UserError(f"--n-best must be between 1 and --beam-size ({args.beam_size})")
     plots = AttentionPlots(args.attention_plot, translator) if args.attention_plot else None
     # One line at a time from a terminal, so each typed sentence is answered at once.
     chunk_lines = 1 if args.input is None and sys.stdin.isatty() else CHUNK_LINES
@@ -148,9 +74,7 @@ def run(args: argparse.Namespace) -> int:
         first_line = 1
         for chunk in _chunks(iter_lines(args.input), chunk_lines):
             want_attention = plots is not None and plots.wants_more
-            translations = translator.translate(
-                chunk, n_best=args.n_best, return_attention=want_attention
-            )
+            translations = translator.translate(chunk, return_attention=want_attention)
             output.writelines(
                 format_line(source, translation, args.n_best) + "\n"
                 for source, translation in zip(chunk, translations, strict=True)
@@ -188,7 +112,7 @@ class AttentionPlots:
         return not (self.single and self.drawn)
 
     def draw(self, first_line: int, sources: list[str], translations: list[Translation]) -> None:
-        from pipeline.plots import attention_heatmap
+        from pipeline.translate.plots import attention_heatmap
 
         for line, source, translation in zip(
             itertools.count(first_line), sources, translations, strict=False

@@ -1,8 +1,8 @@
-"""`nmt bulk-translate`: translate a Parquet document store offline, exactly once, resumably.
+"""Bulk translation: translate a Parquet document store offline, exactly once, resumably.
 
     bulk_translate("runs/exp/de-en", "store/*.parquet", "out/", BulkOptions("text"))
 
-The store is cut into fragments (row-group slices, see `pipeline.bulk_store`), and Ray Data
+The store is cut into fragments (row-group slices, see `pipeline.bulk.store`), and Ray Data
 streams them through a fixed pool of actors: each actor loads the model once, then reads a
 fragment, translates its documents sentence by sentence, and writes its output file under a
 temporary name, renamed when whole. With `via_serve` the actors hold no model and send the
@@ -16,17 +16,13 @@ job leaves only whole outputs; `resume` skips them and translates the rest.
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from tqdm import tqdm
 
-from pipeline.bulk_store import (
-    MANIFEST_FILE,
+from pipeline.bulk.store import (
     Fragment,
     count_outputs,
     find_inputs,
@@ -36,39 +32,20 @@ from pipeline.bulk_store import (
     read_schema,
     write_manifest,
 )
-from pipeline.bulk_worker import (
+from pipeline.bulk.worker import (
     ServeWorker,
     TranslatorWorker,
     WorkerSettings,
     fail_injection_from_env,
 )
 from pipeline.errors import UserError
+from pipeline.serve.options import APP_NAME, TRANSLATOR_DEPLOYMENT
 from pipeline.storage import Location
-from pipeline.translate import (
-    DEFAULT_BEAM_PRUNE,
-    DEFAULT_PRECISION,
-    add_beam_prune_argument,
-    add_precision_argument,
-    check_beam_prune,
-    check_precision,
-)
+from pipeline.translate.settings import DecodeSettings
 
 ERROR_COLUMN = "error"
-
-EXAMPLES = """examples:
-  nmt bulk-translate --model runs/exp/de-en --input 'store/*.parquet' --output out/ \\
-      --text-column text --id-column id
-  nmt bulk-translate ... --resume      # after a killed job: keep finished outputs, do the rest
-  nmt bulk-translate ... --via-serve   # send sentences to the running `nmt serve` deployment
-  nmt bulk-translate --model s3://bucket/runs/de-en --input 's3://bucket/store/*.parquet' \
-      --output s3://bucket/translated/ --text-column text   # remote storage (pyarrow URIs)
-
-Output: one Parquet file per input fragment under --output, with every input column, the
-translation column and an `error` column (null when the row translated); `_SUCCESS` holds
-the counts and is written last. Exit status 1 if the job stops part-way (rerun with
---resume) or rows in != rows out. With --via-serve the deployment's model translates and
---model is not needed.
-"""
+# The decoding settings a job file records: --resume refuses to mix outputs that differ in them.
+RECORDED_DECODING = ("beam_size", "alpha", "beam_prune", "precision", "max_len_a", "max_len_b")
 
 
 class IncompleteOutput(RuntimeError):
@@ -85,15 +62,12 @@ class BulkOptions:
     text_column: str
     id_column: str | None = None
     target_column: str = "translation"
-    beam_size: int = 5
-    beam_prune: float = DEFAULT_BEAM_PRUNE
-    precision: str = DEFAULT_PRECISION  # of the matrix products: fp32 or bf16
-    batch_size: int = 64  # sentences per beam search batch
+    decoding: DecodeSettings = DecodeSettings()  # its n_best is ignored: one text per row
     workers: int | None = None  # default: one per GPU with gpu, else one per cpus_per_worker
     cpus_per_worker: int = 1
     gpu: bool = False
     via_serve: bool = False
-    serve_app: str = "nmt"  # the application `nmt serve` runs (pipeline.serve.APP_NAME)
+    serve_app: str = APP_NAME  # the application `nmt serve` runs
     resume: bool = False
     rows_per_fragment: int = 1000  # documents per output file: the unit of work and resume
     max_chars: int = 20_000  # longer documents get an error instead of a translation
@@ -176,7 +150,7 @@ def _model_dir(model: str | None, via_serve: bool) -> str | None:
     """The model dir as an absolute path or a URI (actors do not share our working dir,
     and on another node fetch a remote model themselves); None with via_serve, where the
     deployment's model translates."""
-    from pipeline.translator import find_model_dir
+    from pipeline.translate.translator import find_model_dir
 
     if via_serve:
         return None
@@ -197,13 +171,12 @@ def _job_description(files: list[str], model_dir: str | None, options: BulkOptio
                 "text_column",
                 "id_column",
                 "target_column",
-                "beam_size",
-                "beam_prune",
-                "precision",
                 "rows_per_fragment",
                 "max_chars",
             )
         },
+        # what changes the translations (batch size does not: padding never does)
+        **{key: getattr(options.decoding, key) for key in RECORDED_DECODING},
     }
 
 
@@ -254,15 +227,10 @@ def _worker(
         target_column=options.target_column,
         error_column=ERROR_COLUMN,
         max_chars=options.max_chars,
-        beam_size=options.beam_size,
-        beam_prune=options.beam_prune,
-        precision=options.precision,
-        batch_size=options.batch_size,
+        decoding=replace(options.decoding, n_best=1),
         fail_from_fragment=fail_injection_from_env(),
     )
     if options.via_serve:
-        from pipeline.serve import TRANSLATOR_DEPLOYMENT
-
         _check_serve_app(options.serve_app)
         constructor = {"app_name": options.serve_app, "deployment": TRANSLATOR_DEPLOYMENT}
         # reading, splitting and writing are light: leave the CPUs to the Serve replicas
@@ -294,68 +262,3 @@ def _default_workers(options: BulkOptions) -> int:
     if options.gpu:
         return max(1, int(resources.get("GPU", 0)))
     return max(1, int(resources.get("CPU", 1) // options.cpus_per_worker))
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model", help="model dir, or training run dir holding model/ (path or URI)"
-    )
-    parser.add_argument(
-        "--input", required=True, help="Parquet files: a quoted glob, or a dir (path or URI)"
-    )
-    parser.add_argument(
-        "--output", required=True, help="dir for the translated Parquet files (path or URI)"
-    )
-    parser.add_argument("--text-column", required=True, help="the column of documents")
-    parser.add_argument("--id-column", help="row ids: checked to come out once each, in order")
-    parser.add_argument("--target-column", default="translation", help="default: %(default)s")
-    parser.add_argument("--beam-size", type=int, default=5, help="default: %(default)s")
-    add_beam_prune_argument(parser)
-    add_precision_argument(parser)
-    parser.add_argument(
-        "--batch-size", type=int, default=64, help="sentences per batch (default: %(default)s)"
-    )
-    parser.add_argument("--workers", type=int, help="actors (default: one per CPU, or per GPU)")
-    parser.add_argument("--cpus-per-worker", type=int, default=1, help="default: %(default)s")
-    parser.add_argument("--gpu", action="store_true", help="one GPU per worker")
-    parser.add_argument(
-        "--via-serve", action="store_true", help="use the running `nmt serve` deployment"
-    )
-    parser.add_argument(
-        "--serve-app", default="nmt", help="Serve application for --via-serve (%(default)s)"
-    )
-    parser.add_argument("--resume", action="store_true", help="finish the job in --output")
-    parser.add_argument(
-        "--rows-per-fragment", type=int, default=1000, help="rows per output file (%(default)s)"
-    )
-    parser.add_argument(
-        "--max-chars", type=int, default=20_000, help="longer documents get an error"
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    for name in ("beam_size", "batch_size", "workers", "cpus_per_worker", "rows_per_fragment"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1, not {value}")
-    check_beam_prune(args.beam_prune)
-    check_precision(args.precision)
-    options = BulkOptions(
-        **{
-            name: getattr(args, name)
-            for name in BulkOptions.__dataclass_fields__
-            if hasattr(args, name)
-        }
-    )
-    try:
-        manifest = bulk_translate(args.model, args.input, args.output, options)
-    except JobFailed as error:
-        print(error.__cause__, file=sys.stderr)  # the failure's traceback, as text
-        print(f"nmt bulk-translate: {error}", file=sys.stderr)
-        return 1
-    except IncompleteOutput as error:
-        print(f"nmt bulk-translate: {error}", file=sys.stderr)
-        return 1
-    print(json.dumps({k: v for k, v in manifest.items() if k != "job"}, indent=2))
-    print(f"wrote {Location.of(args.output) / MANIFEST_FILE}")
-    return 0

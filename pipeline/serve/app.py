@@ -1,4 +1,4 @@
-"""The Ray Serve deployments behind `nmt serve` (interface: see `pipeline.serve`).
+"""The Ray Serve deployments behind `nmt serve` (interface: see `pipeline.serve.cli`).
 
 Two deployments, so the model scales apart from HTTP handling:
 - `TranslatorDeployment` holds a `Translator` per replica, autoscaled on ongoing requests.
@@ -17,7 +17,8 @@ import math
 import os
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Annotated, Any
 
 import torch
@@ -30,8 +31,10 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
-from pipeline.serve import API_DEPLOYMENT, TRANSLATOR_DEPLOYMENT, ServeOptions
-from pipeline.translator import Translation, Translator
+from pipeline.errors import UserError
+from pipeline.serve.options import API_DEPLOYMENT, TRANSLATOR_DEPLOYMENT, ServeOptions
+from pipeline.translate.settings import DecodeSettings
+from pipeline.translate.translator import Translation, Translator, find_model_dir
 
 BATCH_SIZE_HEADER = "X-Batch-Size"  # the largest beam-search batch this request's texts joined
 HEALTH_TIMEOUT_S = 5.0
@@ -42,8 +45,7 @@ PROBE_TEXT = "."  # any text exercises encoder, attention and decoder
 class DecodeOptions:
     """Sentences decode together only when these agree."""
 
-    beam_size: int
-    n_best: int = 1
+    settings: DecodeSettings
     return_attention: bool = False
 
 
@@ -55,14 +57,10 @@ class TranslatorDeployment:
     def __init__(self, model_dir: str, options: ServeOptions) -> None:
         # Fractional-CPU replicas share cores: one intra-op thread each avoids oversubscription.
         torch.set_num_threads(max(1, int(options.num_cpus)))
-        self.translator = Translator(
-            model_dir,
-            device=options.device,
-            beam_size=options.beam_size,
-            beam_prune=options.beam_prune,
-            precision=options.precision,
-            batch_size=max(64, options.max_batch_size),  # one Serve batch = one beam search
-        )
+        # One Serve batch is one beam search.
+        batch_size = max(options.decoding.batch_size, options.max_batch_size)
+        settings = replace(options.decoding, batch_size=batch_size)
+        self.translator = Translator(model_dir, device=options.device, settings=settings)
         self.decoder_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
         self._decode_batch.set_max_batch_size(options.max_batch_size)
         self._decode_batch.set_batch_wait_timeout_s(options.batch_wait_ms / 1000)
@@ -80,13 +78,13 @@ class TranslatorDeployment:
         best first) when n_best > 1 and "source_pieces"/"target_pieces"/"attention"
         ([target piece][source piece]) when asked.
         """
-        options = DecodeOptions(beam_size or self.translator.beam_size, n_best, return_attention)
-        return await self._decode_batch(text, options)
+        settings = self.translator.settings.with_overrides(beam_size=beam_size, n_best=n_best)
+        return await self._decode_batch(text, DecodeOptions(settings, return_attention))
 
     async def translate_batch(self, texts: list[str], beam_size: int | None = None) -> list[str]:
         """A caller's own batch (bulk translation): best translations in input order."""
-        options = DecodeOptions(beam_size or self.translator.beam_size)
-        translations = await self._decode(texts, options)
+        settings = self.translator.settings.with_overrides(beam_size=beam_size)
+        translations = await self._decode(texts, DecodeOptions(settings))
         return [t.text for t in translations]
 
     def info(self) -> dict[str, Any]:
@@ -94,7 +92,8 @@ class TranslatorDeployment:
 
     async def check_health(self) -> None:
         """Serve replaces the replica when this raises: the model must still translate."""
-        (probe,) = await asyncio.to_thread(self.translator.translate, [PROBE_TEXT], 1)
+        greedy = replace(self.translator.settings, beam_size=1, n_best=1)
+        (probe,) = await asyncio.to_thread(self.translator.translate, [PROBE_TEXT], greedy)
         if not math.isfinite(probe.score):
             raise RuntimeError(f"model is not usable: probe translation scored {probe.score}")
 
@@ -118,18 +117,13 @@ class TranslatorDeployment:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             self.decoder_thread,
-            lambda: self.translator.translate(
-                texts,
-                beam_size=options.beam_size,
-                n_best=options.n_best,
-                return_attention=options.return_attention,
-            ),
+            lambda: self.translator.translate(texts, options.settings, options.return_attention),
         )
 
 
 def _as_dict(translation: Translation, options: DecodeOptions, batch_size: int) -> dict[str, Any]:
     result = {"text": translation.text, "score": translation.score, "batch_size": batch_size}
-    if options.n_best > 1:
+    if options.settings.n_best > 1:
         result["alternatives"] = [list(pair) for pair in translation.alternatives]
     if options.return_attention:
         result["source_pieces"] = translation.source_pieces or []
@@ -168,7 +162,7 @@ def translate_request_model(options: ServeOptions) -> type[BaseModel]:
             f"each at most {options.max_chars} characters",
             examples=["Ein Mann fährt Fahrrad."],
         )
-        beam_size: int = Field(options.beam_size, ge=1, le=options.max_beam_size)
+        beam_size: int = Field(options.decoding.beam_size, ge=1, le=options.max_beam_size)
         n_best: int = Field(1, ge=1, le=options.max_beam_size, description="<= beam_size")
         return_attention: bool = False
 
@@ -257,9 +251,10 @@ class TranslationApi:
         return self.model_info
 
     async def translate(self, texts: list[str], options: DecodeOptions) -> dict[str, Any]:
+        settings = options.settings
         calls = [
             self.translator.translate_one.remote(
-                text, options.beam_size, options.n_best, options.return_attention
+                text, settings.beam_size, settings.n_best, options.return_attention
             )
             for text in texts
         ]
@@ -269,7 +264,7 @@ class TranslationApi:
             "scores": [r["score"] for r in results],
             "model": (await self.info())["name"],
             "batch_size": max(r["batch_size"] for r in results),
-            "alternatives": _alternatives(results) if options.n_best > 1 else None,
+            "alternatives": _alternatives(results) if settings.n_best > 1 else None,
             "attention": _attention(results) if options.return_attention else None,
         }
 
@@ -300,7 +295,7 @@ def create_api(gateway: TranslationApi) -> FastAPI:
         description=(
             "Bahdanau attention NMT on Ray Serve. Limits: "
             f"{options.max_texts} texts per request, {options.max_chars} characters per text, "
-            f"beam size 1 to {options.max_beam_size} (default {options.beam_size}). "
+            f"beam size 1 to {options.max_beam_size} (default {options.decoding.beam_size}). "
             "Send `Authorization: Bearer <key>` when the server was started with an API key."
         ),
     )
@@ -309,7 +304,8 @@ def create_api(gateway: TranslationApi) -> FastAPI:
 
     @api.post("/translate", dependencies=secured, response_model_exclude_none=True)
     async def translate(request: request_model, response: Response) -> TranslateResponse:  # type: ignore[valid-type]
-        decode = DecodeOptions(request.beam_size, request.n_best, request.return_attention)
+        settings = replace(options.decoding, beam_size=request.beam_size, n_best=request.n_best)
+        decode = DecodeOptions(settings, request.return_attention)
         body = await gateway.translate(request.texts(), decode)
         response.headers[BATCH_SIZE_HEADER] = str(body.pop("batch_size"))
         return TranslateResponse(**body)
@@ -326,9 +322,9 @@ def create_api(gateway: TranslationApi) -> FastAPI:
 
 
 def _limits(options: ServeOptions) -> dict[str, Any]:
-    names = ("max_texts", "max_chars", "max_beam_size", "beam_size", "max_batch_size")
+    names = ("max_texts", "max_chars", "max_beam_size", "max_batch_size", "batch_wait_ms")
     return {name: getattr(options, name) for name in names} | {
-        "batch_wait_ms": options.batch_wait_ms
+        "beam_size": options.decoding.beam_size
     }
 
 
@@ -345,3 +341,40 @@ def bind_application(model_dir: str, options: ServeOptions) -> Application:
         max_ongoing_requests=1000,  # the ingress only awaits; the translator applies back-pressure
         ray_actor_options={"num_cpus": 0.1},
     ).bind(translator, options)
+
+
+def build_app(
+    model_path: str | Path, options: ServeOptions | None = None, **flat_options: Any
+) -> Application:
+    """The Serve application for a model dir or run dir.
+
+    Either `options` whole, or its fields as keywords (`ServeOptions.from_flat`: decoding
+    fields such as beam_size go into its `decoding`). A model path is made absolute here,
+    because replicas do not run in the caller's working directory; a URI is passed on as
+    it is (each replica fetches the model on its own node).
+    """
+    if options is not None and flat_options:
+        raise UserError("give build_app either a ServeOptions or its fields, not both")
+    options = options or ServeOptions.from_flat(flat_options)
+    return bind_application(find_model_dir(model_path).uri, options)
+
+
+def app_builder(args: dict[str, Any]) -> Application:
+    """Application builder for `serve run` / `serve deploy`: `args` holds `model` and any
+    `ServeOptions` fields (as in serve_config.yaml, or `key=value` after the import path)."""
+    args = dict(args)
+    if "model" not in args:
+        raise UserError("serve config args need `model` (a model dir or run dir)")
+    model = args.pop("model")
+    types = {f.name: f.type for f in (*fields(ServeOptions), *fields(DecodeSettings))}
+    # `serve run pipeline.serve.app:app_builder key=value` passes every value as a string.
+    converted = {name: _convert(value, types.get(name, "str")) for name, value in args.items()}
+    return build_app(model, **converted)
+
+
+def _convert(value: Any, type_name: str) -> Any:
+    if not isinstance(value, str) or type_name.startswith("str"):
+        return value
+    if type_name.startswith("int"):
+        return int(value)
+    return float(value)

@@ -1,0 +1,80 @@
+"""`nmt prepare`: the command line of corpus preparation (`pipeline.prepare.preparation`)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from pipeline.prepare.preparation import prepare_corpus, summary
+
+EXAMPLES = """examples:
+  nmt prepare --src-lang de --tgt-lang en --train ../shared/data/multi30k/train \\
+      --valid ../shared/data/multi30k/val --test ../shared/data/multi30k/test_2016_flickr \\
+      --out runs/data/multi30k-de-en
+  nmt prepare --src-lang en --tgt-lang zh --separate-vocab --src-col 0 --tgt-col 1 \\
+      --train ../shared/data/tatoeba/cmn-eng.train.tsv \\
+      --valid ../shared/data/tatoeba/cmn-eng.test.tsv --out runs/data/tatoeba-en-zh
+  nmt prepare --src-lang de --tgt-lang en --src-col de --tgt-col en \\
+      --train 'store/train/*.parquet' --valid store/valid.parquet --out runs/data/store
+  nmt prepare --src-lang de --tgt-lang en --train s3://bucket/multi30k/train \\
+      --valid s3://bucket/multi30k/val --out s3://bucket/data/multi30k-de-en
+
+Inputs: a prefix P (files P.<lang> or P.<lang>.gz, aligned by line), a .tsv file
+(--src-col/--tgt-col are 0-based column numbers) or Parquet: a file, directory or glob
+(--src-col/--tgt-col are column names). Any of them, and --out, may be a URI such as
+s3://bucket/path. Set RAY_ADDRESS to run on a cluster.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--src-lang", required=True, help="source language code, e.g. de")
+    parser.add_argument("--tgt-lang", required=True, help="target language code, e.g. en")
+    parser.add_argument("--train", required=True, help="training corpus (see the input forms)")
+    parser.add_argument("--valid", required=True, help="validation corpus (never filtered)")
+    parser.add_argument(
+        "--test", action="append", default=[], help="test corpus, may be repeated (never filtered)"
+    )
+    parser.add_argument("--out", required=True, help="output directory (must not exist)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--src-col", help="source column: a number (.tsv) or a name (Parquet)")
+    parser.add_argument("--tgt-col", help="target column: a number (.tsv) or a name (Parquet)")
+    parser.add_argument("--vocab-size", type=int, default=8000, help="sentencepiece pieces")
+    parser.add_argument(
+        "--separate-vocab",
+        action="store_true",
+        help="one vocabulary per side (for scripts that share nothing, e.g. zh-en)",
+    )
+    parser.add_argument(
+        "--character-coverage",
+        type=float,
+        default=1.0,
+        help="share of characters sentencepiece must cover (1.0 keeps every Chinese character)",
+    )
+    parser.add_argument(
+        "--spm-sample",
+        type=int,
+        default=200_000,
+        help="training pairs sampled (uniformly, seeded) to train sentencepiece",
+    )
+    parser.add_argument("--max-len", type=int, default=100, help="train: most tokens per side")
+    parser.add_argument(
+        "--max-ratio", type=float, default=3.0, help="train: most tokens longer side / shorter"
+    )
+    parser.add_argument("--dedup", action="store_true", help="train: drop exact duplicate pairs")
+    parser.add_argument(
+        "--skip-invalid-utf8",
+        action="store_true",
+        help="drop (and count) lines that are not UTF-8 instead of stopping with an error",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="tokenizer actors (default: the cluster's CPUs)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sentencepiece sample")
+
+
+def run(args: argparse.Namespace) -> int:
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "run")}
+    started = time.perf_counter()
+    stats = prepare_corpus(**options)
+    print(summary(stats, args.out, time.perf_counter() - started))
+    return 0

@@ -1,0 +1,93 @@
+"""`nmt serve`: the command line of the HTTP translation endpoint (`pipeline.serve.app`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import time
+from dataclasses import fields
+
+from pipeline.errors import UserError
+from pipeline.serve.options import APP_NAME, ServeOptions
+from pipeline.translate.settings import DecodeSettings
+
+EXAMPLES = """examples:
+  nmt serve --model runs/exp/de-en --port 8000
+  curl -s localhost:8000/translate -H 'Content-Type: application/json' \\
+      -d '{"text": ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen."], "beam_size": 5}'
+  NMT_API_KEY=secret nmt serve --model runs/exp/de-en --api-key-env NMT_API_KEY \\
+      --min-replicas 1 --max-replicas 4 --num-cpus 0.5
+
+The same application under Ray's own tooling: `serve run serve_config.yaml` (edit args.model).
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = ServeOptions()
+    parser.add_argument("--model", required=True, help="model dir, or a run dir holding model/")
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to listen on all interfaces")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--min-replicas", type=int, default=defaults.min_replicas)
+    parser.add_argument("--max-replicas", type=int, default=defaults.max_replicas)
+    parser.add_argument(
+        "--target-ongoing-requests",
+        type=float,
+        help="sentences in flight per replica that autoscaling aims for (default: batch size)",
+    )
+    parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size)
+    parser.add_argument("--batch-wait-ms", type=float, default=defaults.batch_wait_ms)
+    parser.add_argument("--num-cpus", type=float, default=defaults.num_cpus, help="per replica")
+    parser.add_argument("--num-gpus", type=float, default=defaults.num_gpus, help="per replica")
+    parser.add_argument("--max-beam-size", type=int, default=defaults.max_beam_size)
+    # The search when a request does not say; requests choose beam size and n-best.
+    DecodeSettings.add_arguments(parser, omit=("n_best", "batch_size"))
+    parser.add_argument("--max-texts", type=int, default=defaults.max_texts, help="per request")
+    parser.add_argument("--max-chars", type=int, default=defaults.max_chars, help="per text")
+    parser.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        help="require 'Authorization: Bearer $VAR' on /translate and /model",
+    )
+
+
+def options_from_args(args: argparse.Namespace) -> ServeOptions:
+    names = {f.name for f in fields(ServeOptions)}
+    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    return ServeOptions(decoding=DecodeSettings.from_args(args), **given)
+
+
+def run(args: argparse.Namespace) -> int:
+    options = options_from_args(args)
+    if options.api_key_env and not os.environ.get(options.api_key_env):
+        raise UserError(f"--api-key-env names {options.api_key_env}, which is not set; export it")
+    from pipeline.serve.app import build_app
+    from pipeline.translate.translator import Translator
+
+    # Load once here so a broken model dir is one clear error, not failing replicas.
+    name = Translator(args.model).name
+    _require_free_port(args.host, args.port)
+    app = build_app(args.model, options)
+
+    import ray
+    from ray import serve
+
+    ray.init(ignore_reinit_error=True)
+    serve.start(http_options={"host": args.host, "port": args.port})
+    serve.run(app, name=APP_NAME, route_prefix="/")
+    url = f"http://{args.host}:{args.port}"
+    print(f"Serving {name} at {url}/translate (API docs: {url}/docs). Ctrl-C stops it.")
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        serve.shutdown()
+    return 0
+
+
+def _require_free_port(host: str, port: int) -> None:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise UserError(f"cannot listen on {host}:{port} ({error}); pick --port") from None

@@ -1,0 +1,108 @@
+"""How to decode: one frozen dataclass that every command, the Serve deployment and bulk
+translation take whole, its command-line arguments and its check.
+
+Plain values only (no torch), so `--help` stays fast and Ray can ship it to actors. A
+per-request override is a `dataclasses.replace` of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from pipeline.errors import UserError
+
+# Named as in the training config's `precision`.
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """The search and its numerics. `beam_size` 1 is greedy search."""
+
+    beam_size: int = 5
+    n_best: int = 1  # candidates returned per sentence, best first; at most beam_size
+    alpha: float = 0.6  # GNMT length penalty exponent
+    # Beam extensions whose log-probability trails the step's best by more than this are
+    # dropped (`models.search.beam_search`'s `prune`); 0 is exact beam search.
+    beam_prune: float = 2.0
+    # bf16 runs the matrix products under torch.autocast (the recurrent state, the softmaxes
+    # and the scores stay float32): about twice the throughput where the hardware has it.
+    precision: str = "fp32"
+    batch_size: int = 64  # sentences decoded together
+    max_len_a: float = 1.5  # output length limit: a * source length + b
+    max_len_b: int = 10
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """One-line `UserError`s for values no search can run with."""
+        for name in ("beam_size", "n_best", "batch_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{_flag(name)} must be at least 1, not {getattr(self, name)}")
+        if self.n_best > self.beam_size:
+            raise UserError(
+                f"--n-best must be between 1 and --beam-size ({self.beam_size}), not {self.n_best}"
+            )
+        if self.beam_prune < 0:
+            raise UserError("--beam-prune must be 0 (exact beam search) or more")
+        if self.precision not in PRECISIONS:
+            raise UserError(
+                f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}"
+            )
+        if self.max_len_a < 0 or self.max_len_b < 0:
+            raise UserError("the output length limit (max_len_a, max_len_b) cannot be negative")
+
+    @property
+    def prune(self) -> float:
+        """The pruning threshold the search applies: none for n-best lists, which pruning
+        could leave shorter than asked."""
+        return self.beam_prune if self.n_best == 1 else 0.0
+
+    def with_overrides(self, **overrides: object) -> DecodeSettings:
+        """A copy with the given fields changed; None values keep this object's value."""
+        given = {name: value for name, value in overrides.items() if value is not None}
+        return dataclasses.replace(self, **given) if given else self
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser, omit: Collection[str] = ()) -> None:
+        """The decoding flags of every command that decodes; `omit` names fields a command sets
+        otherwise (e.g. serve takes beam size and n-best per request)."""
+        flags = {
+            "beam_size": dict(type=int, help="1 is greedy search (default: %(default)s)"),
+            "n_best": dict(
+                type=int,
+                metavar="K",
+                help="candidates per sentence, at most --beam-size (default: %(default)s)",
+            ),
+            "alpha": dict(type=float, help="length penalty exponent (default: %(default)s)"),
+            "beam_prune": dict(
+                type=float,
+                metavar="DELTA",
+                help="drop beam extensions more than DELTA (log-probability) behind the step's "
+                "best; 0 is exact beam search; not applied with --n-best above 1 "
+                "(default: %(default)s)",
+            ),
+            "precision": dict(
+                choices=PRECISIONS,
+                help="of the matrix products: bf16 is faster on CPUs with AVX512-BF16 or AMX and "
+                "on recent GPUs (default: %(default)s)",
+            ),
+            "batch_size": dict(type=int, help="sentences decoded together (default: %(default)s)"),
+        }
+        for name, options in flags.items():
+            if name not in omit:
+                parser.add_argument(_flag(name), default=getattr(cls(), name), **options)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> DecodeSettings:
+        """The settings `add_arguments` put on `args` (fields it did not add keep defaults)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
