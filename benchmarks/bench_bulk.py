@@ -20,6 +20,7 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.bulk.job import BulkOptions, bulk_translate  # noqa: E402
 from pipeline.corpus.synthetic import parallel_corpus  # noqa: E402
+from pipeline.translate.settings import DecodeSettings  # noqa: E402
 from pipeline.translate.translator import Translator  # noqa: E402
 
 SENTENCES_PER_DOC = 3
@@ -49,7 +51,7 @@ def write_store(directory: Path, docs: int, files: int) -> list[str]:
 
 def in_process_rate(model: str, sentences: list[str], beam: int, batch: int) -> float:
     torch.set_num_threads(1)
-    translator = Translator(model, beam_size=beam, batch_size=batch)
+    translator = Translator(model, settings=DecodeSettings(beam_size=beam, batch_size=batch))
     started = time.perf_counter()
     translator.translate(sentences)
     return len(sentences) / (time.perf_counter() - started)
@@ -63,7 +65,7 @@ def bulk_run(model: str | None, store: Path, output: Path, options: BulkOptions)
 def start_serve(model: str, replicas: int, beam: int) -> None:
     from ray import serve
 
-    from pipeline.serve.cli import APP_NAME, build_app
+    from pipeline.serve import APP_NAME, build_app
 
     serve.start(http_options={"host": "127.0.0.1", "port": 0})
     app = build_app(
@@ -98,8 +100,7 @@ def main() -> None:
     options = BulkOptions(
         text_column="text",
         id_column="id",
-        beam_size=args.beam_size,
-        batch_size=args.batch_size,
+        decoding=DecodeSettings(beam_size=args.beam_size, batch_size=args.batch_size),
         rows_per_fragment=args.rows_per_fragment,
         workers=args.cpus,
         show_progress=False,
@@ -110,7 +111,7 @@ def main() -> None:
     }
     if not args.skip_serve:
         start_serve(model, replicas=args.cpus, beam=args.beam_size)
-        serve_options = BulkOptions(**{**options.__dict__, "via_serve": True, "workers": 2})
+        serve_options = replace(options, via_serve=True, workers=2)
         runs["via-serve x10"] = bulk_run(None, work / "x10", work / "out_serve", serve_options)
     report(baseline, len(small), len(large), runs, args.cpus)
 

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_bulk import _build_model as build_benchmark_model  # noqa: E402
 from pipeline.corpus.synthetic import parallel_corpus  # noqa: E402
-from pipeline.serve.cli import build_app  # noqa: E402
+from pipeline.serve import build_app  # noqa: E402
 
 CLIENTS = (1, 8, 32)
 

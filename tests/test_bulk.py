@@ -13,6 +13,7 @@ import re
 import shutil
 import socket
 from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
 
 import pyarrow as pa
@@ -33,6 +34,7 @@ from pipeline.bulk.worker import translate_documents
 from pipeline.cli import main as nmt
 from pipeline.corpus.synthetic import parallel_corpus
 from pipeline.errors import UserError
+from pipeline.translate.settings import DecodeSettings
 from pipeline.translate.translator import Translator
 
 GERMAN = [german for german, _ in parallel_corpus(60, seed=11)]
@@ -76,16 +78,19 @@ def make_store(directory: Path) -> dict[int, tuple[list[str], list[str]]]:
 
 
 def options(**changes) -> BulkOptions:
+    """The tests' job options; decoding fields among `changes` go into its DecodeSettings."""
+    decoding_names = {f.name for f in fields(DecodeSettings)}
+    decoding = {"beam_size": BEAM} | {k: v for k, v in changes.items() if k in decoding_names}
     defaults = dict(
         text_column="body",
         id_column="doc_id",
-        beam_size=BEAM,
         rows_per_fragment=4,
         max_chars=300,
         workers=2,
         show_progress=False,
     )
-    return BulkOptions(**{**defaults, **changes})
+    others = {k: v for k, v in changes.items() if k not in decoding_names}
+    return BulkOptions(decoding=DecodeSettings(**decoding), **{**defaults, **others})
 
 
 def read_output(directory: Path) -> pa.Table:
@@ -120,7 +125,7 @@ def test_every_row_comes_out_once_translated_in_sentence_order(finished_job, sto
     table = read_output(output)
     assert table.column_names == ["doc_id", "body", "source", "translation", "error"]
     assert table["doc_id"].to_pylist() == list(range(30)), "every id once, in input order"
-    translator = Translator(tiny_model_dir, beam_size=BEAM)
+    translator = Translator(tiny_model_dir, settings=DecodeSettings(beam_size=BEAM))
     rows = {row["doc_id"]: row for row in table.to_pylist()}
     for doc_id, (sentences, separators) in store[1].items():
         translated = [t.text for t in translator.translate(sentences)]
@@ -281,7 +286,7 @@ def free_port() -> int:
 def test_via_serve_gives_the_same_translations(finished_job, store, tiny_model_dir, tmp_path):
     from ray import serve
 
-    from pipeline.serve.cli import APP_NAME, build_app
+    from pipeline.serve import APP_NAME, build_app
 
     with pytest.raises(UserError, match="no Serve application 'nmt'"):
         bulk_translate(None, str(store[0]), str(tmp_path / "none"), options(via_serve=True))

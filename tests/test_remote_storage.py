@@ -30,6 +30,7 @@ from pipeline.prepare.preparation import is_prepared, prepare_corpus
 from pipeline.storage import Location, glob_files, local_copy
 from pipeline.train.config import TrainConfig
 from pipeline.train.trainer import train_model
+from pipeline.translate.settings import DecodeSettings
 from pipeline.translate.translator import Translator
 
 # A few steps in one torch thread: threads spin-waiting on each other on a busy 2-core
@@ -174,8 +175,8 @@ def test_a_remote_dir_is_fetched_once_and_again_when_it_changes(bucket, tmp_path
 def test_translator_from_a_remote_run_dir_translates_as_the_local_model(
     remote_model, tiny_model_dir
 ):
-    remote = Translator(remote_model, beam_size=2)
-    local = Translator(tiny_model_dir, beam_size=2)
+    remote = Translator(remote_model, settings=DecodeSettings(beam_size=2))
+    local = Translator(tiny_model_dir, settings=DecodeSettings(beam_size=2))
     assert remote.source.uri == f"{remote_model}/model"
     sentences = GERMAN[:8]
     assert [t.text for t in remote.translate(sentences)] == [

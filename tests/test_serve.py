@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,9 @@ import torch
 from pipeline.cli import main as nmt
 from pipeline.corpus.synthetic import parallel_corpus
 from pipeline.errors import UserError
-from pipeline.serve.cli import TRANSLATOR_DEPLOYMENT, ServeOptions, app_builder, build_app
+from pipeline.serve.app import app_builder, build_app
+from pipeline.serve.options import TRANSLATOR_DEPLOYMENT, ServeOptions
+from pipeline.translate.settings import DecodeSettings
 from pipeline.translate.translator import Translator
 
 API_KEY_ENV = "NMT_TEST_SERVE_API_KEY"
@@ -105,7 +108,7 @@ def test_translations_equal_the_in_process_translator(url: str, translator: Tran
     response = post(url, {"text": texts, "beam_size": 4})
     assert response.status_code == 200, response.text
     body = response.json()
-    expected = translator.translate(texts, beam_size=4)
+    expected = translator.translate(texts, replace(translator.settings, beam_size=4))
     assert body["translations"] == [t.text for t in expected]
     assert body["scores"] == pytest.approx([t.score for t in expected], abs=1e-4)
     assert body["model"] == translator.name
@@ -117,7 +120,8 @@ def test_single_text_n_best_and_attention(url: str, translator: Translator) -> N
     response = post(url, {"text": text, "beam_size": 4, "n_best": 3, "return_attention": True})
     assert response.status_code == 200, response.text
     body = response.json()
-    (expected,) = translator.translate([text], beam_size=4, n_best=3, return_attention=True)
+    n_best = replace(translator.settings, beam_size=4, n_best=3)
+    (expected,) = translator.translate([text], n_best, return_attention=True)
     assert body["translations"] == [expected.text]
     (alternatives,) = body["alternatives"]
     assert [a["text"] for a in alternatives] == [text for text, _ in expected.alternatives]
@@ -318,7 +322,14 @@ def test_app_builder_converts_serve_run_arguments(tiny_model_dir: Path) -> None:
 )
 def test_bad_options_are_user_errors(options: dict, message: str) -> None:
     with pytest.raises(UserError, match=message):
-        ServeOptions(**options)
+        ServeOptions.from_flat(options)
+
+
+def test_flat_options_fill_the_decoding_settings() -> None:
+    flat = ServeOptions.from_flat({"beam_size": 3, "precision": "bf16", "max_batch_size": 8})
+    nested = ServeOptions(decoding=DecodeSettings(beam_size=3, precision="bf16"), max_batch_size=8)
+    assert flat == nested
+    assert ServeOptions.from_flat({"decoding": {"beam_size": 3}}).decoding.beam_size == 3
 
 
 def test_cli_rejects_a_missing_model_and_an_unset_key_variable(
@@ -330,3 +341,17 @@ def test_cli_rejects_a_missing_model_and_an_unset_key_variable(
     argv = ["serve", "--model", str(tiny_model_dir), "--api-key-env", "NMT_TEST_UNSET_KEY"]
     assert nmt(argv) == 2
     assert "NMT_TEST_UNSET_KEY, which is not set" in capsys.readouterr().err
+
+
+def test_serve_config_yaml_builds_the_application(tiny_model_dir: Path) -> None:
+    """serve_config.yaml's import path and args, as `serve run serve_config.yaml` reads them."""
+    import importlib
+
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "serve_config.yaml").read_text())
+    (application,) = config["applications"]
+    module_name, _, builder_name = application["import_path"].partition(":")
+    builder = getattr(importlib.import_module(module_name), builder_name)
+    app = builder({**application["args"], "model": str(tiny_model_dir)})
+    assert type(app).__name__ == "Application"

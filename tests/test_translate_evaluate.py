@@ -21,8 +21,8 @@ from models.model_dir import save_model
 from models.seq2seq import Seq2Seq
 from pipeline.cli import main
 from pipeline.corpus.synthetic import parallel_corpus
-from pipeline.translate.cli import DEFAULT_BEAM_PRUNE
 from pipeline.translate.evaluate import length_buckets
+from pipeline.translate.settings import DecodeSettings
 from pipeline.translate.translator import Translator
 
 PAIRS = parallel_corpus(30, seed=11)
@@ -95,7 +95,8 @@ def test_translate_through_a_shell_pipe(tiny_model_dir, tmp_path):
 
     piped = nmt("--model", str(tiny_model_dir), "--beam-size", "1", stdin=f"{GERMAN[0]}\n\n")
     assert piped.returncode == 0, piped.stderr
-    expected = Translator(tiny_model_dir).translate([GERMAN[0]], beam_size=1)[0].text
+    greedy = Translator(tiny_model_dir, settings=DecodeSettings(beam_size=1))
+    expected = greedy.translate([GERMAN[0]])[0].text
     assert piped.stdout == f"{expected}\n\n"
 
     empty = nmt("--model", str(tiny_model_dir), stdin="")
@@ -173,7 +174,7 @@ def test_evaluate_matches_sacrebleu_on_the_same_hypotheses(
         chrf = sacrebleu.corpus_chrf(hypotheses, [ENGLISH]).score
         assert system["chrf"]["score"] == pytest.approx(chrf)
         assert system["beam_size"] == 3 and system["sentences_per_second"] > 0
-        assert system["beam_prune"] == DEFAULT_BEAM_PRUNE and system["precision"] == "fp32"
+        assert system["beam_prune"] == DecodeSettings().beam_prune and system["precision"] == "fp32"
     tiny, baseline = report["systems"]
     assert tiny["bleu"]["score"] > baseline["bleu"]["score"], "trained beats untrained"
 

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from models.search import beam_search
 from pipeline.corpus.synthetic import parallel_corpus
 from pipeline.errors import UserError
+from pipeline.translate.settings import DecodeSettings
 from pipeline.translate.translator import Translator
 
 SOURCES = [german for german, _ in parallel_corpus(12, seed=42)]
 
 
 def test_translations_come_back_in_input_order_and_match_search(tiny_model_dir):
-    translator = Translator(tiny_model_dir, beam_size=3, batch_size=5)
+    translator = Translator(tiny_model_dir, settings=DecodeSettings(beam_size=3, batch_size=5))
     texts = SOURCES + ["", "   "]
     results = translator.translate(texts)
     assert len(results) == len(texts)
@@ -26,7 +29,8 @@ def test_translations_come_back_in_input_order_and_match_search(tiny_model_dir):
             torch.tensor([ids]),
             torch.tensor([len(ids)]),
             beam_size=3,
-            alpha=translator.alpha,
+            alpha=translator.settings.alpha,
+            prune=translator.settings.beam_prune,
         )
         assert result.text == translator.tgt_tokenizer.decode(best.tokens)
         assert result.score == pytest.approx(best.score, abs=1e-4)
@@ -35,12 +39,13 @@ def test_translations_come_back_in_input_order_and_match_search(tiny_model_dir):
 
 def test_n_best_and_attention(tiny_model_dir):
     translator = Translator(tiny_model_dir)
-    (result,) = translator.translate(SOURCES[:1], beam_size=4, n_best=3, return_attention=True)
+    n_best = replace(translator.settings, beam_size=4, n_best=3)
+    (result,) = translator.translate(SOURCES[:1], n_best, return_attention=True)
     assert len(result.alternatives) == 3 and result.alternatives[0][0] == result.text
     assert len(result.attention) == len(result.target_pieces)
     assert all(len(row) == len(result.source_pieces) for row in result.attention)
-    with pytest.raises(UserError, match="n_best"):
-        translator.translate(SOURCES[:1], beam_size=2, n_best=3)
+    with pytest.raises(UserError, match="--n-best must be between 1 and --beam-size \\(2\\)"):
+        replace(translator.settings, beam_size=2, n_best=3)
 
 
 def test_missing_model_dir_is_a_clear_error(tmp_path):
@@ -54,7 +59,7 @@ def test_missing_model_dir_is_a_clear_error(tmp_path):
 def test_bf16_precision_rounds_scores_but_keeps_translations(tiny_model_dir):
     texts = [german for german, _ in parallel_corpus(40, seed=7)]
     exact = Translator(tiny_model_dir).translate(texts)
-    translator = Translator(tiny_model_dir, precision="bf16")
+    translator = Translator(tiny_model_dir, settings=DecodeSettings(precision="bf16"))
     fast = translator.translate(texts)
     same = [(a.score, b.score) for a, b in zip(exact, fast, strict=True) if a.text == b.text]
     assert len(same) >= 0.8 * len(texts)  # 38 of 40 when written
@@ -64,4 +69,6 @@ def test_bf16_precision_rounds_scores_but_keeps_translations(tiny_model_dir):
     assert model.decoder.output.weight.dtype == torch.bfloat16  # cast once, not per batch
     assert model.decoder.embedding.weight.dtype == torch.float32
     with pytest.raises(UserError, match="precision must be one of fp32, bf16"):
-        Translator(tiny_model_dir, precision="fp16")
+        DecodeSettings(precision="fp16")
+    with pytest.raises(UserError, match="decodes in bf16, not fp32"):
+        translator.translate(texts, DecodeSettings())

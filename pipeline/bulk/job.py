@@ -200,11 +200,9 @@ def run_fragments(
         fn_constructor_kwargs=constructor,
         batch_size=1,
         batch_format="pyarrow",
-        # Two fragments in flight per actor: the next one waits at the actor while it
-        # translates the current one. With one, each actor idled between fragments until
-        # Ray Data's scheduling loop handed it the next (0.86 of a CPU busy instead of 0.95
-        # on 150-sentence fragments); the cost is at most one queued fragment per actor at
-        # the very end of a job.
+        # Two fragments in flight per actor, so the next one waits at the actor instead of
+        # the actor idling until Ray Data's scheduling loop hands it over; the cost is at
+        # most one queued fragment per actor at the very end of a job.
         compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=2),
         **resources,
     )

@@ -1,4 +1,4 @@
-"""The Ray Serve deployments behind `nmt serve` (interface: see `pipeline.serve.cli`).
+"""The Ray Serve deployments behind `nmt serve` (interface: see `pipeline.serve`).
 
 Two deployments, so the model scales apart from HTTP handling:
 - `TranslatorDeployment` holds a `Translator` per replica, autoscaled on ongoing requests.
