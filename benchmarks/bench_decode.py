@@ -2,7 +2,8 @@
 
 Two models:
 - a trained de->en model (`--model`, or the tiny test model trained on the fly), which
-  stops at eos, with the Translator's usual length limit (1.5 * source + 10);
+  stops at eos, with the Translator's default length limit (`DecodeSettings`' max_len_a *
+  source length + max_len_b);
 - the default-size `ModelConfig(8000, 8000)`, randomly initialised, on Multi30K test
   sentences encoded by sentencepiece models trained here on Multi30K train. Speed depends on
   the model's size, not its training; but a random model never emits eos, so each output is
@@ -11,8 +12,9 @@ Two models:
   exactly the number of tokens a real translation would have.
 
 Beam 5 runs twice: exact, and pruned as the Translator does by default (extensions more
-than DEFAULT_BEAM_PRUNE behind the step's best are dropped). Greedy and the pruned beam run
-again with `--precision bf16` (matmuls in bfloat16 under autocast, as the Translator does).
+than `DecodeSettings().beam_prune` behind the step's best are dropped). Greedy and the
+pruned beam run again with `--precision bf16` (matmuls in bfloat16 under autocast, as the
+Translator does).
 Goals (issue 6): beam 5 costs at most 2.5x greedy at batch 64; batch 64 is at least 10x
 faster than batch 1.
 
@@ -38,11 +40,12 @@ from models.search import beam_search, greedy_search, max_output_lengths  # noqa
 from models.seq2seq import Seq2Seq  # noqa: E402
 from pipeline.corpus.textfile import iter_lines, read_lines  # noqa: E402
 from pipeline.corpus.tokenizer import Tokenizer, train_sentencepiece  # noqa: E402
-from pipeline.translate.cli import DEFAULT_BEAM_PRUNE  # noqa: E402
+from pipeline.translate.settings import DecodeSettings  # noqa: E402
 from pipeline.translate.translator import Translator  # noqa: E402
 
 MULTI30K = ROOT.parent / "shared" / "data" / "multi30k"
-PRUNE = DEFAULT_BEAM_PRUNE  # the Translator's default
+DEFAULTS = DecodeSettings()  # the Translator's defaults
+PRUNE = DEFAULTS.beam_prune
 SEARCHES = {  # name: (beam size, pruning, precision)
     "greedy": (1, 0.0, "fp32"),
     "beam 5, exact": (5, 0.0, "fp32"),
@@ -133,7 +136,8 @@ def trained_model(model_path: str | None, workdir: Path, count: int, threads: in
         sentences = read_lines(MULTI30K / "test_2016_flickr.de.gz")[:count]
     translator = Translator(model_path)
     ids = translator.src_tokenizer.encode(sentences)
-    limits = max_output_lengths(torch.tensor([len(s) for s in ids]), 1.5, 10).tolist()
+    lengths = torch.tensor([len(s) for s in ids])
+    limits = max_output_lengths(lengths, DEFAULTS.max_len_a, DEFAULTS.max_len_b).tolist()
     return translator.model, ids, limits
 
 

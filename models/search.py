@@ -33,7 +33,7 @@ def max_output_lengths(src_len: Tensor, max_len_a: float, max_len_b: int) -> Ten
     return (src_len.float() * max_len_a + max_len_b).long().clamp(min=1)
 
 
-class _StepDecoder:
+class StepDecoder:
     """Holds the encoded batch and the decoder state; advances one token at a time.
 
     Rows can be reordered or dropped with `select`, which is how beams are re-ranked and
@@ -53,8 +53,8 @@ class _StepDecoder:
 
         A full log-softmax, then its top k (`max` for greedy's k = 1, cheaper than `topk`):
         torch's log_softmax is one fused pass over [R, V], while the k best logits minus a
-        `logsumexp` (which never writes [R, V] log-probabilities) took 30-60% longer in a
-        CPU micro-benchmark, as logsumexp runs as five separate ops."""
+        `logsumexp` (which never writes [R, V] log-probabilities) is slower on CPU, as
+        logsumexp runs as five separate ops."""
         embedded = self.decoder.embedding(prev_tokens)
         self.hidden, context, weights = self.decoder.step(
             self.hidden, self.decoder.emb_gates(embedded), self.source, self.rows
@@ -93,7 +93,7 @@ def greedy_search(
     attention = src.new_zeros((batch_size, steps, src.size(1)), dtype=torch.float)
     lengths = limits.clone()
     scores = torch.zeros(batch_size)
-    decoder = _StepDecoder(model, *model.encode(src, src_len))
+    decoder = StepDecoder(model, *model.encode(src, src_len))
     active = torch.arange(batch_size, device=src.device)
     prev = src.new_full((batch_size,), config.bos_id)
     for t in range(steps):
@@ -133,10 +133,10 @@ class _Finished:
         self.count = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.best = torch.full((batch_size,), float("-inf"), device=device)
 
-    def add(self, sentence: int, tokens: Tensor, score: float, attention: Tensor | None):
-        self.hypotheses[sentence].append(Hypothesis(tokens.tolist(), score, attention))
+    def add(self, sentence: int, hypothesis: Hypothesis) -> None:
+        self.hypotheses[sentence].append(hypothesis)
         self.count[sentence] += 1
-        self.best[sentence] = max(float(self.best[sentence]), score)
+        self.best[sentence] = max(float(self.best[sentence]), hypothesis.score)
 
     def n_best(self, sentence: int, n: int) -> list[Hypothesis]:
         return sorted(self.hypotheses[sentence], key=lambda h: h.score, reverse=True)[:n]
@@ -152,6 +152,12 @@ class _LiveBeams:
     tokens: Tensor  # [R, t] tokens so far
     attention: Tensor  # [R, t, S] their attention weights ([R, 0, S] when not asked for)
     parent: Tensor  # [R] the row of the previous step each was extended from
+
+    def hypothesis(self, row: int, score: float, src_len: int | None) -> Hypothesis:
+        """Row `row` as a finished hypothesis with `score`; its attention over the source's
+        first `src_len` tokens, or None when `src_len` is None (attention not kept)."""
+        attention = None if src_len is None else self.attention[row, :, :src_len].cpu()
+        return Hypothesis(self.tokens[row].tolist(), score, attention)
 
     def extend(self, picked: _Extensions, live: Tensor, weights: Tensor | None) -> _LiveBeams:
         """The `live` extensions [running, n] as the next step's rows; `weights` [R, S] the
@@ -247,9 +253,11 @@ def beam_search(
     batch_size = src.size(0)
     keep_attention = return_attention and config.attention != "none"
     limits = max_output_lengths(src_len, max_len_a, max_len_b)
+    # Each sentence's source length, to cut its attention to; None: no attention kept.
+    attention_lengths = src_len.tolist() if keep_attention else [None] * batch_size
     # Every sentence starts from one hypothesis (bos), so the first step runs on the batch
     # itself: no identical rows are decoded.
-    decoder = _StepDecoder(model, *model.encode(src, src_len))
+    decoder = StepDecoder(model, *model.encode(src, src_len))
     finished = _Finished(batch_size, device)
     active = torch.arange(batch_size, device=device)  # input index of each running sentence
     rows = torch.arange(batch_size, device=device)
@@ -263,14 +271,6 @@ def beam_search(
     # A sentence keeps at most beam_size extensions, so each row's beam_size best suffice.
     per_row = min(beam_size, config.tgt_vocab_size)
 
-    def finish(sentence: int, row: int, score: float) -> None:
-        """Live row `row` of running sentence `sentence` becomes a finished hypothesis.
-        It reads `beams` as it is at the call: before the step's extension for an eos
-        (which is not part of the hypothesis), after it for a sentence at its limit."""
-        length = src_len[active[sentence]]
-        attention = beams.attention[row, :, :length].cpu() if keep_attention else None
-        finished.add(int(active[sentence]), beams.tokens[row], score, attention)
-
     for t in range(int(limits.max())):
         prev = beams.tokens[:, -1] if t else src.new_full((batch_size,), config.bos_id)
         row_scores, row_tokens, weights = decoder.top_log_probs(prev, per_row)
@@ -280,14 +280,24 @@ def beam_search(
         picked = _Extensions.best(beams, layout, row_scores, row_tokens, slots, prune)
         penalty = length_penalty(t + 1, alpha)
         ends = picked.valid & (picked.tokens == config.eos_id)
-        for i, j in ends.nonzero().tolist():  # eos is not part of the hypothesis
-            finish(i, int(picked.parents[i, j]), float(picked.scores[i, j]) / penalty)
+        # An eos finishes its parent row as it was before this step's extension: the eos is
+        # not part of the hypothesis.
+        for i, j in ends.nonzero().tolist():
+            sentence = int(active[i])
+            score = float(picked.scores[i, j]) / penalty
+            hypothesis = beams.hypothesis(
+                int(picked.parents[i, j]), score, attention_lengths[sentence]
+            )
+            finished.add(sentence, hypothesis)
         live = picked.valid & ~ends
         beams = beams.extend(picked, live, weights if keep_attention else None)
 
+        # A sentence at its limit finishes its live rows as extended, this step's token included.
         at_limit = t + 1 >= limits[active]
         for row in at_limit[beams.sentence].nonzero().squeeze(1).tolist():
-            finish(int(beams.sentence[row]), row, float(beams.scores[row]) / penalty)
+            sentence = int(active[beams.sentence[row]])
+            score = float(beams.scores[row]) / penalty
+            finished.add(sentence, beams.hypothesis(row, score, attention_lengths[sentence]))
 
         best_live = picked.scores.masked_fill(~live, float("-inf")).amax(dim=1)
         count, best = finished.count[active], finished.best[active]

@@ -4,17 +4,26 @@ Prepare Multi30K de->en with Ray Data (or a generated corpus when ../shared/data
 train a small model with Ray Train, translate and score it, start the Serve endpoint and
 query it over HTTP, bulk-translate a small Parquet store, and say where everything went.
 Each stage is the same function the `nmt` subcommands and `jobs/` call.
+
+Ray is quiet unless `--verbose`: its INFO logs and its workers' output go to its session's log
+directory (named at the start and the end, and linked as `ray-logs` in --out); warnings and
+errors of this process still print, and the training workers' `[train]` lines are echoed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
+import logging
 import os
 import shutil
 import socket
+import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.errors import UserError
@@ -26,10 +35,11 @@ SAMPLE_COUNT = 5
 STORE_ROWS = 200
 
 EXAMPLES = """examples:
-  nmt demo                                  # about 4 minutes on 2 cores
+  nmt demo                                  # a few minutes
   nmt demo --minutes 10 --out runs/demo10   # train longer
   nmt demo --toy                            # no Ray: a toy model learns to reverse letters
   nmt demo --toy --attention none           # ... and the fixed-context baseline fails to
+  nmt demo --verbose                        # Ray's own logs on the console too
 
 Looks for Multi30K in ../shared/data/multi30k (or --shared-data); without it, a generated
 German-English corpus stands in (and the demo says so).
@@ -52,6 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="--toy: the attention to train",
     )
     parser.add_argument("--steps", type=int, default=600, help="--toy: training steps")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print Ray's logs and its workers' output here, not only to its log directory",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,12 +74,21 @@ def run(args: argparse.Namespace) -> int:
         return run_toy(args)
     out = claim_out_dir(Path(args.out))
     started = time.perf_counter()
-    start_ray()
-    data = prepare_stage(out, find_multi30k(args.shared_data))
-    model = train_stage(data, out / "run", args)
-    translate_stage(model, data)
-    serve_stage(model, data)
-    bulk_stage(model, data, out)
+    logs = start_ray(args.verbose)
+    if logs is not None:
+        link_logs(logs, out)
+        print(f"Ray's logs: {logs}" + ("" if args.verbose else " (--verbose prints them here)"))
+    try:
+        data = prepare_stage(out, find_multi30k(args.shared_data))
+        with echo_train_lines(logs if not args.verbose else None):
+            model = train_stage(data, out / "run", args)
+        translate_stage(model, data)
+        serve_stage(model, data)
+        bulk_stage(model, data, out)
+    except BaseException:
+        if logs is not None:  # the workers' side of a failure is in their log files
+            print(f"\nnmt demo failed; Ray's logs: {logs}", file=sys.stderr, flush=True)
+        raise
     print(
         f"\nDone in {time.perf_counter() - started:.0f}s. Everything is under {out}/:\n"
         f"  data/        prepared Parquet shards, sentencepiece models, stats.json\n"
@@ -73,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         f"  store/       a small Parquet document store\n"
         f"  translated/  its translations and _SUCCESS manifest"
     )
+    if logs is not None:
+        print(f"  ray-logs/    Ray's logs, workers' output included: {logs}")
     return 0
 
 
@@ -87,13 +113,86 @@ def claim_out_dir(out: Path) -> Path:
     return out.resolve()
 
 
-def start_ray() -> None:
+def start_ray(verbose: bool) -> Path | None:
+    """Start Ray, quiet unless `verbose`; returns its session's log directory (None when
+    Ray was already running, with settings of its own)."""
     import ray
 
-    if not ray.is_initialized():
-        # Keep the dashboard: Ray Train's placement-group cleaner polls the state API it
-        # serves, and without it logs "Failed to query Ray Train Controller" every second.
-        ray.init(logging_level="ERROR")
+    if ray.is_initialized():
+        return None
+    # Keep the dashboard: Ray Train's placement-group cleaner polls the state API it
+    # serves, and without it logs "Failed to query Ray Train Controller" every second.
+    if verbose:
+        context = ray.init()
+    else:
+        # The workers' output (Train, Serve and Data actors' logs among it) stays in the
+        # session's log files instead of being forwarded here.
+        context = ray.init(logging_level="WARNING", log_to_driver=False)
+        quiet_ray_libraries()
+    return Path(context.address_info["session_dir"]) / "logs"
+
+
+def quiet_ray_libraries() -> None:
+    """Ray Data, Serve and Train log INFO records to the console through handlers of their
+    own: raise those console handlers to WARNING, leaving their log files complete; Ray
+    Data's progress bars stay, without the per-operator detail."""
+    import ray.data
+    import ray.serve  # noqa: F401 (importing it sets up its logger)
+    import ray.train  # noqa: F401
+
+    for name in ("ray", "ray.data", "ray.serve", "ray.train"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(
+                handler, logging.FileHandler
+            ):
+                handler.setLevel(logging.WARNING)
+    ray.data.DataContext.get_current().execution_options.verbose_progress = False
+
+
+def link_logs(logs: Path, out: Path) -> None:
+    """`out/ray-logs` -> Ray's log directory, so the demo's outputs name all it wrote."""
+    with contextlib.suppress(OSError):  # a filesystem without symlinks: the path is printed
+        (out / "ray-logs").symlink_to(logs, target_is_directory=True)
+
+
+@contextlib.contextmanager
+def echo_train_lines(logs: Path | None, interval: float = 1.0) -> Iterator[None]:
+    """Print the training workers' `[train]` progress lines, which Ray (with its workers'
+    output kept off the console) writes only to the workers' .out files under `logs`."""
+    if logs is None:
+        yield
+        return
+    import ray
+
+    pattern = f"worker-*-{ray.get_runtime_context().get_job_id()}-*.out"
+    offsets: dict[Path, int] = {}
+    stop = threading.Event()
+
+    def poll() -> None:
+        for path in sorted(logs.glob(pattern)):
+            with path.open("rb") as file:
+                file.seek(offsets.get(path, 0))
+                text = file.read()
+            complete = text[: text.rfind(b"\n") + 1]  # a partial last line waits
+            offsets[path] = offsets.get(path, 0) + len(complete)
+            for line in complete.decode(errors="replace").splitlines():
+                if line.startswith("[train] "):
+                    print(line, flush=True)
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            with contextlib.suppress(OSError):  # a worker's file may be rotated away
+                poll()
+
+    thread = threading.Thread(target=loop, name="echo-train-lines", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        with contextlib.suppress(OSError):
+            poll()  # what the last interval left
 
 
 def find_multi30k(shared_data: str | None) -> Path | None:
@@ -177,10 +276,12 @@ def test_set(data: Path) -> tuple[list[str], list[str]]:
 
 def translate_stage(model: Path, data: Path) -> None:
     from pipeline.translate.evaluate import decode, score_system
+    from pipeline.translate.settings import DecodeSettings
     from pipeline.translate.translator import Translator
 
-    heading("3/5 translate and score (beam 5)")
-    translator = Translator(model)
+    settings = DecodeSettings(beam_size=5)
+    heading(f"3/5 translate and score (beam {settings.beam_size})")
+    translator = Translator(model, settings=settings)
     sources, references = test_set(data)
     hypotheses, seconds = decode(translator, sources)
     samples = zip(sources[:SAMPLE_COUNT], hypotheses, references, strict=False)
@@ -199,7 +300,7 @@ def serve_stage(model: Path, data: Path) -> None:
     import requests
     from ray import serve
 
-    from pipeline.serve.cli import APP_NAME, build_app
+    from pipeline.serve import APP_NAME, build_app
 
     port = free_port()
     heading(f"4/5 serve: Ray Serve endpoint on http://127.0.0.1:{port}/translate")

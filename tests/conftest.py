@@ -71,7 +71,8 @@ def build_tiny_model_dir(directory: Path, steps: int = 150, seed: int = 0) -> Pa
     step = 0
     while step < steps:
         for chunk in token_batches(pairs, max_tokens=1500, seed=step):
-            train_step(model, collate(chunk, 0, 2, 3), optimizer)
+            batch = collate(chunk, config.pad_id, config.bos_id, config.eos_id)
+            train_step(model, batch, optimizer)
             step += 1
             if step >= steps:
                 break
@@ -84,7 +85,7 @@ def build_tiny_model_dir(directory: Path, steps: int = 150, seed: int = 0) -> Pa
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    # One thread: the tiny model's ops are too small to share, and two threads spin-waiting on
-    # each other on a busy 2-core machine turned a 5 s build into 3 minutes.
+    # One thread: the tiny model's ops are too small to share, and threads spin-waiting on
+    # each other on a busy machine slow the build down many times over.
     torch.set_num_threads(1)
     return build_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model")

@@ -1,9 +1,10 @@
 """`nmt demo` runs the whole pipeline: here on the generated corpus (as on a machine without
-../shared/data) with the tiny config, so it takes about a minute."""
+../shared/data) with the tiny config and a step budget, so that it is quick."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,20 @@ def test_demo_runs_every_stage_on_the_generated_corpus(tmp_path):
     assert sorted(translated["doc_id"]) == list(range(200))
     assert all(text for text in translated["translation"])
     assert '"translations"' in output, "the HTTP answer is shown"
+    assert "[train] step" in output, "the training workers' progress is echoed"
+    assert "200/200" in result.stderr, "the bulk stage's progress bar"
+
+    # Ray is quiet: none of its INFO logs or its workers' output, and it says where they went
+    console = output + result.stderr
+    ray_info = [line for line in console.splitlines() if re.search(r"(^|\s)INFO\s", line)]
+    assert not ray_info, "Ray's INFO logs reach the console:\n" + "\n".join(ray_info[:20])
+    assert "pid=" not in console, "Ray's workers' output reaches the console"
+    assert len(console.splitlines()) < 120
+    logs = re.findall(r"^Ray's logs: (\S+)", output, re.MULTILINE)
+    assert logs, "names Ray's log directory at the start"
+    assert Path(logs[0]).is_dir() and str(Path(logs[0])) in output.splitlines()[-1]
+    assert (out / "ray-logs").resolve() == Path(logs[0]).resolve()
+    assert any(Path(logs[0]).glob("worker-*.out")), "the workers' output is in the log files"
 
 
 def test_a_new_demo_replaces_only_what_an_earlier_demo_made(tmp_path):

@@ -12,7 +12,7 @@ import torch
 from models.attention import AdditiveAttention, RowSources
 from models.config import ModelConfig
 from models.model_dir import load_model, save_model
-from models.search import _StepDecoder, beam_search, greedy_search
+from models.search import StepDecoder, beam_search, greedy_search
 from models.seq2seq import Seq2Seq
 from models.toy import encode_symbols, exact_match, make_pairs, train_toy
 from models.training import collate
@@ -96,7 +96,7 @@ def test_step_by_step_decoding_reproduces_teacher_forced_logits(attention):
     model = random_model(attention)
     batch = toy_batch(["abcdefg", "hij", "klmnopqrs"], model.config)
     forced = model.teacher_forced_logits(batch.src, batch.src_len, batch.tgt_in, batch.tgt_len)
-    decoder = _StepDecoder(model, *model.encode(batch.src, batch.src_len))
+    decoder = StepDecoder(model, *model.encode(batch.src, batch.src_len))
     for t in range(batch.tgt_in.size(1)):
         # all V of the "top k" log-probabilities, put back in vocabulary order
         top, ids, _ = decoder.top_log_probs(batch.tgt_in[:, t], model.config.tgt_vocab_size)
@@ -124,7 +124,7 @@ def test_state_and_attention_stay_float32_under_bf16_autocast(attention, stored_
     def decode(bf16: bool) -> torch.Tensor:
         """Each step's best log-probability [T, B], teacher-forced on the batch's targets."""
         with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-            decoder = _StepDecoder(model, *model.encode(batch.src, batch.src_len))
+            decoder = StepDecoder(model, *model.encode(batch.src, batch.src_len))
             steps = []
             for t in range(batch.tgt_in.size(1)):
                 top, _, weights = decoder.top_log_probs(batch.tgt_in[:, t], 1)
@@ -156,7 +156,7 @@ def test_rows_sharing_a_source_decode_as_if_each_had_its_own_copy(attention):
     torch.manual_seed(1)
     hidden = init[copies] + 0.1 * torch.randn(len(copies), init.size(1))  # beams differ
     tokens = torch.randint(4, model.config.tgt_vocab_size, (len(copies),))
-    shared, copied = _StepDecoder(model, source, hidden), _StepDecoder(model, source, hidden)
+    shared, copied = StepDecoder(model, source, hidden), StepDecoder(model, source, hidden)
     shared.rows = RowSources.of(copies, sources=4)
     copied.source = source.select(copies)
     for _ in range(3):
@@ -196,7 +196,7 @@ def test_additive_attention_weights_are_bahdanaus_formula():
 def test_attention_is_zero_on_padding_and_sums_to_one(attention):
     model = random_model(attention)
     batch = toy_batch(["abcdefghijkl", "abc", "abcdefg"], model.config)
-    decoder = _StepDecoder(model, *model.encode(batch.src, batch.src_len))
+    decoder = StepDecoder(model, *model.encode(batch.src, batch.src_len))
     for _ in range(3):
         *_, weights = decoder.top_log_probs(torch.full((3,), model.config.bos_id), 1)
         torch.testing.assert_close(weights.sum(dim=1), torch.ones(3))
@@ -222,19 +222,46 @@ def test_n_best_are_distinct_and_sorted(toy_model):
         assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
 
 
-def test_output_length_is_bounded_by_source_length():
-    model = random_model()  # untrained: rarely emits eos, so it runs into the limit
-    batch = toy_batch(["ab", "abcdefghij"], model.config)
-    for hyp, length in zip(
-        greedy_search(model, batch.src, batch.src_len, 2.0, 1), batch.src_len.tolist(), strict=True
-    ):
-        assert len(hyp.tokens) <= 2 * length + 1
+def never_ending_model() -> Seq2Seq:
+    """A random model that never chooses eos (its logit is -inf): every output runs to the
+    length limit."""
+    model = random_model()
+    with torch.no_grad():
+        model.decoder.output.bias[model.config.eos_id] = float("-inf")
+    return model
+
+
+@pytest.mark.parametrize(("max_len_a", "max_len_b"), [(1.5, 2), (0.0, 4), (0.0, 0)])
+@pytest.mark.parametrize("search", ["greedy", "beam"])
+def test_output_stops_exactly_at_the_length_limit(search, max_len_a, max_len_b):
+    """Without eos, each output is exactly max(1, int(a * source length + b)) tokens long,
+    whatever the other sentences of the batch: 1.5 * 3 + 2 = 6.5 gives 6, (0, 0) gives 1."""
+    model = never_ending_model()
+    batch = toy_batch(["ab", "abcdefghij", "xyz"], model.config)
+    limits = dict(max_len_a=max_len_a, max_len_b=max_len_b)
+    if search == "greedy":
+        hypotheses = greedy_search(model, batch.src, batch.src_len, **limits)
+    else:
+        nbest = beam_search(model, batch.src, batch.src_len, beam_size=3, n_best=2, **limits)
+        assert all(len(n) == 2 for n in nbest), "every live beam finishes at the limit"
+        hypotheses = [h for n in nbest for h in n]
+    per_sentence = len(hypotheses) // len(batch.src_len)
+    expected = [
+        max(1, int(max_len_a * n + max_len_b))
+        for n in batch.src_len.tolist()
+        for _ in range(per_sentence)
+    ]
+    assert [len(h.tokens) for h in hypotheses] == expected
+    assert all(model.config.eos_id not in h.tokens for h in hypotheses)
 
 
 def test_model_dir_round_trip_gives_identical_translations(toy_model, tmp_path):
     save_model(toy_model, tmp_path / "model")
     loaded = load_model(tmp_path / "model")
     assert loaded.config == toy_model.config
+    saved, restored = toy_model.state_dict(), loaded.state_dict()
+    assert saved.keys() == restored.keys()
+    assert all(torch.equal(saved[name], restored[name]) for name in saved)
     batch = toy_batch(SENTENCES, toy_model.config)
     before = beam_search(toy_model, batch.src, batch.src_len, n_best=2)
     after = beam_search(loaded, batch.src, batch.src_len, n_best=2)
