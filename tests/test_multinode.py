@@ -18,6 +18,7 @@ from pipeline.bulk.job import BulkOptions, bulk_translate
 from pipeline.corpus.synthetic import parallel_corpus
 from pipeline.train.config import TrainConfig
 from pipeline.train.trainer import train_model
+from pipeline.translate.settings import DecodeSettings
 
 TINY = TrainConfig.from_yaml(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
 SLOT = "worker_slot"  # a resource only the worker nodes have, so training lands on them
@@ -79,7 +80,12 @@ def test_bulk_translation_survives_losing_a_node(cluster, tiny_model_dir, tmp_pa
         pq.write_table(table, store / f"part-{part}.parquet", row_group_size=10)
     # Two one-CPU actors on three one-CPU nodes: at least one runs on the node that goes.
     options = BulkOptions(
-        "text", id_column="id", beam_size=2, workers=2, rows_per_fragment=10, show_progress=False
+        "text",
+        id_column="id",
+        decoding=DecodeSettings(beam_size=2),
+        workers=2,
+        rows_per_fragment=10,
+        show_progress=False,
     )
     join = run_in_thread(bulk_translate, str(tiny_model_dir), str(store), str(out), options)
     wait_for(lambda: len(list(out.glob("*.parquet"))) >= 2, 300, "the first outputs")

@@ -20,6 +20,7 @@ from pipeline.corpus.readers import normalise_text
 from pipeline.corpus.synthetic import parallel_corpus
 from pipeline.prepare import dataflow as prepare_ray
 from pipeline.prepare.preparation import is_prepared, prepare_corpus
+from pipeline.prepare.settings import PrepareSettings
 
 EN_ZH_TSV = {
     "src_lang": "en",
@@ -198,6 +199,44 @@ def test_tsv_with_chinese_and_parquet_inputs_with_separate_vocab(tmp_path):
     ]
 
 
+SETTINGS_KEYS = [  # stats.json's "settings", in this order (training and tools read it)
+    "src_lang",
+    "tgt_lang",
+    "train",
+    "valid",
+    "out",
+    "test",
+    "overwrite",
+    "src_col",
+    "tgt_col",
+    "vocab_size",
+    "separate_vocab",
+    "character_coverage",
+    "spm_sample",
+    "max_len",
+    "max_ratio",
+    "dedup",
+    "skip_invalid_utf8",
+    "workers",
+    "seed",
+]
+
+
+def test_settings_take_the_keywords_and_record_plain_json(tmp_path):
+    settings = PrepareSettings("de", "en", "t", "v", tmp_path / "out", test=["a", "b"])
+    assert settings.test == ("a", "b") and settings == PrepareSettings(
+        src_lang="de", tgt_lang="en", train="t", valid="v", out=tmp_path / "out", test=("a", "b")
+    )
+    recorded = settings.to_json()
+    assert list(recorded) == SETTINGS_KEYS
+    assert (recorded["out"], recorded["test"]) == (str(tmp_path / "out"), ["a", "b"])
+    assert json.loads(json.dumps(recorded)) == recorded
+    with pytest.raises(TypeError, match="not both"):
+        prepare_corpus(settings, vocab_size=100)
+    with pytest.raises(TypeError, match="vocab"):
+        prepare_corpus(src_lang="de", tgt_lang="en", train="t", valid="v", out="o", vocab=1)
+
+
 def test_cli_prints_a_summary_and_refuses_to_overwrite(tmp_path, capsys):
     pairs = parallel_corpus(300, seed=3)
     train = write_pair(tmp_path / "train", pairs)
@@ -210,7 +249,10 @@ def test_cli_prints_a_summary_and_refuses_to_overwrite(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "test/test_2016_flickr" in printed and "300" in printed
     stats = json.loads((out / "stats.json").read_text())
+    assert list(stats["settings"]) == SETTINGS_KEYS
     assert stats["settings"]["vocab_size"] == 100
+    assert (stats["settings"]["out"], stats["settings"]["test"]) == (str(out), [test])
+    assert (stats["settings"]["max_len"], stats["settings"]["workers"]) == (100, None)
     assert stats["splits"]["test/test_2016_flickr"]["kept"] == 20
     assert (out / "spm.src.model").read_bytes() == (out / "spm.tgt.model").read_bytes()
 

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import csv
-import os
+import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import ray
+import sacrebleu
+import torch
 from prepared_data import write_prepared_dataset
 
 from pipeline.errors import UserError
+from pipeline.storage import Location
 from pipeline.train.config import TrainConfig
-from pipeline.train.trainer import FAULT_ENV, train_model
+from pipeline.train.trainer import (
+    FAULT_ENV,
+    build_model_config,
+    check_prepared_data,
+    train_model,
+    worker_job,
+)
+from pipeline.train.worker import FaultInjection
+from pipeline.translate.settings import DecodeSettings
 from pipeline.translate.translator import Translator
 
 TINY = TrainConfig.from_yaml(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
@@ -35,6 +47,23 @@ def metric_rows(out):
         return list(csv.DictReader(handle))
 
 
+def validation_bleu_of(model_dir: Path, data_dir: Path, config: TrainConfig) -> float:
+    """BLEU of the Translator on the sentences training validates on, decoded as validation
+    decodes them (the same search, sentences sorted by length in batches of 64)."""
+    valid = pq.read_table(data_dir / "valid").sort_by("index").slice(0, config.valid_max_sentences)
+    sources, references = valid["src_text"].to_pylist(), valid["tgt_text"].to_pylist()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each of the two workers decoded
+    try:
+        translator = Translator(
+            model_dir, device="cpu", settings=DecodeSettings(beam_size=config.valid_beam_size)
+        )
+        hypotheses = [t.text for t in translator.translate(sources)]
+    finally:
+        torch.set_num_threads(threads)
+    return round(sacrebleu.corpus_bleu(hypotheses, [references], tokenize="13a").score, 2)
+
+
 def test_two_workers_train_a_model_that_translates(data_dir, tmp_path):
     out = tmp_path / "run"
     summary = train_model(data_dir, out, TINY.override(workers=2, max_steps=150, valid_every=50))
@@ -44,8 +73,12 @@ def test_two_workers_train_a_model_that_translates(data_dir, tmp_path):
     assert float(rows[-1]["valid_loss"]) < float(rows[0]["valid_loss"])
     assert (out / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert summary.best_bleu == max(float(r["valid_bleu"]) for r in rows)
-    (translation,) = Translator(out, beam_size=2).translate(["Ein Mann läuft im Park."])
-    assert translation.text  # the exported model dir loads and translates
+    # The exported model is the best checkpoint: translating the validation sentences with it
+    # gives the BLEU that validation recorded for that step.
+    meta = json.loads((out / "model" / "meta.json").read_text())
+    best = max(rows, key=lambda r: (float(r["valid_bleu"]), int(r["step"])))
+    assert (meta["step"], meta["valid_bleu"]) == (int(best["step"]), summary.best_bleu)
+    assert validation_bleu_of(out, data_dir, TINY) == summary.best_bleu
 
 
 def test_rerunning_the_same_command_resumes(data_dir, tmp_path):
@@ -68,10 +101,38 @@ def test_a_worker_failure_restarts_from_the_last_checkpoint(data_dir, tmp_path, 
     assert [int(r["step"]) for r in metric_rows(out)] == [20, 40, 50]
 
 
+def test_the_fault_variable_reaches_the_workers_only_when_set(data_dir, tmp_path, monkeypatch):
+    data, out = Location.of(data_dir), Location.of(tmp_path / "run")
+    model_config = build_model_config(data, TINY)
+
+    def job():
+        return worker_job(data, out, TINY, model_config, check_prepared_data(data), 1.0)
+
+    monkeypatch.delenv(FAULT_ENV, raising=False)
+    plain = job()
+    assert plain.inject_failure is None  # an ordinary run never fails on purpose
+    assert plain.config is TINY and plain.model_config is model_config
+    assert len(plain.valid.src_ids) == TINY.valid_max_sentences
+    monkeypatch.setenv(FAULT_ENV, "30")
+    assert job().inject_failure == FaultInjection(step=30, marker_dir=out.uri)
+
+
+def test_an_epoch_limit_stops_at_the_end_of_the_data_and_a_rerun_adds_nothing(data_dir, tmp_path):
+    out = tmp_path / "run"
+    config = TINY.override(max_epochs=1, valid_every=10**6)
+    first = train_model(data_dir, out, config)
+    (row,) = metric_rows(out)  # no validation on the way: only the final checkpoint's
+    assert (int(row["step"]), int(row["epoch"])) == (first.steps, 1)
+    # The run is finished: the re-run resumes from its last checkpoint, trains no step and
+    # reports nothing, so the summary and the metrics are the first run's.
+    second = train_model(data_dir, out, config)
+    assert (second.steps, second.best_bleu) == (first.steps, first.best_bleu)
+    assert metric_rows(out) == [row]
+
+
 def test_bad_data_dir_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         train_model(tmp_path / "missing", tmp_path / "out", TINY)
     (tmp_path / "not-prepared").mkdir()
     with pytest.raises(UserError, match="not a prepared dataset"):
         train_model(tmp_path / "not-prepared", tmp_path / "out", TINY)
-    assert FAULT_ENV not in os.environ

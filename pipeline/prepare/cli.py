@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 from pipeline.prepare.preparation import prepare_corpus, summary
+from pipeline.prepare.settings import PrepareSettings
+
+# the flags' defaults are the dataclass's, so the command and the library agree
+DEFAULTS = {field.name: field.default for field in dataclasses.fields(PrepareSettings)}
 
 EXAMPLES = """examples:
   nmt prepare --src-lang de --tgt-lang en --train ../shared/data/multi30k/train \\
@@ -38,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--src-col", help="source column: a number (.tsv) or a name (Parquet)")
     parser.add_argument("--tgt-col", help="target column: a number (.tsv) or a name (Parquet)")
-    parser.add_argument("--vocab-size", type=int, default=8000, help="sentencepiece pieces")
+    parser.add_argument(
+        "--vocab-size", type=int, default=DEFAULTS["vocab_size"], help="sentencepiece pieces"
+    )
     parser.add_argument(
         "--separate-vocab",
         action="store_true",
@@ -47,18 +54,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--character-coverage",
         type=float,
-        default=1.0,
+        default=DEFAULTS["character_coverage"],
         help="share of characters sentencepiece must cover (1.0 keeps every Chinese character)",
     )
     parser.add_argument(
         "--spm-sample",
         type=int,
-        default=200_000,
+        default=DEFAULTS["spm_sample"],
         help="training pairs sampled (uniformly, seeded) to train sentencepiece",
     )
-    parser.add_argument("--max-len", type=int, default=100, help="train: most tokens per side")
     parser.add_argument(
-        "--max-ratio", type=float, default=3.0, help="train: most tokens longer side / shorter"
+        "--max-len", type=int, default=DEFAULTS["max_len"], help="train: most tokens per side"
+    )
+    parser.add_argument(
+        "--max-ratio",
+        type=float,
+        default=DEFAULTS["max_ratio"],
+        help="train: most tokens longer side / shorter",
     )
     parser.add_argument("--dedup", action="store_true", help="train: drop exact duplicate pairs")
     parser.add_argument(
@@ -67,14 +79,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="drop (and count) lines that are not UTF-8 instead of stopping with an error",
     )
     parser.add_argument(
-        "--workers", type=int, default=None, help="tokenizer actors (default: the cluster's CPUs)"
+        "--workers",
+        type=int,
+        default=DEFAULTS["workers"],
+        help="tokenizer actors (default: the cluster's CPUs)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sentencepiece sample")
+    parser.add_argument(
+        "--seed", type=int, default=DEFAULTS["seed"], help="seed of the sentencepiece sample"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    options = {k: v for k, v in vars(args).items() if k not in ("command", "run")}
+    settings = PrepareSettings.from_args(args)
     started = time.perf_counter()
-    stats = prepare_corpus(**options)
+    stats = prepare_corpus(settings)
     print(summary(stats, args.out, time.perf_counter() - started))
     return 0

@@ -17,6 +17,7 @@ import ray
 
 from pipeline.corpus.readers import CorpusInput, ParallelCorpusDatasource, ReadOptions
 from pipeline.errors import UserError
+from pipeline.prepare.settings import PrepareSettings
 from pipeline.prepare.stages import LengthFilter, PreparedSplitSink, TokenizePairs
 from pipeline.storage import Location
 
@@ -56,18 +57,18 @@ def run_split(
     directory: Location,
     src_model: bytes,
     tgt_model: bytes,
-    settings: dict,
+    settings: PrepareSettings,
     is_train: bool,
 ) -> dict:
     """Read, tokenize and write one split into `directory` (local or remote); returns its
     stats.json entry."""
     options = ReadOptions(
         clean=is_train,
-        dedup=is_train and settings["dedup"],
-        skip_invalid_utf8=settings["skip_invalid_utf8"],
+        dedup=is_train and settings.dedup,
+        skip_invalid_utf8=settings.skip_invalid_utf8,
         block_rows=BATCH_ROWS,
     )
-    length_filter = LengthFilter(settings["max_len"], settings["max_ratio"]) if is_train else None
+    length_filter = LengthFilter(settings.max_len, settings.max_ratio) if is_train else None
     sink = PreparedSplitSink(directory, ROWS_PER_FILE)
     try:
         with _block_size(TARGET_BLOCK_BYTES):  # a Dataset copies the context it is made in
@@ -77,7 +78,7 @@ def run_split(
                 tgt_model,
                 length_filter,
                 is_train,
-                settings["workers"],
+                settings.workers,
             )
             dataset.write_datasink(sink, ray_remote_args={"num_cpus": WRITE_CPUS})
     except Exception as error:

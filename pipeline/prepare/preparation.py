@@ -19,10 +19,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from pipeline.corpus.readers import CorpusInput, ReadOptions, check_lang, read_blocks, resolve_input
 from pipeline.corpus.tokenizer import SRC_SPM, TGT_SPM
 from pipeline.errors import UserError
+from pipeline.prepare.settings import PrepareSettings
 from pipeline.storage import Location
 
 STATS = "stats.json"
@@ -35,42 +37,24 @@ def is_prepared(path: str | Path | Location) -> bool:
     return all((location / name).exists() for name in (STATS, SRC_SPM, TGT_SPM, "train", "valid"))
 
 
-def prepare_corpus(
-    *,
-    src_lang: str,
-    tgt_lang: str,
-    train: str,
-    valid: str,
-    out: str | Path,
-    test: list[str] | tuple[str, ...] = (),
-    overwrite: bool = False,
-    src_col: str | None = None,
-    tgt_col: str | None = None,
-    vocab_size: int = 8000,
-    separate_vocab: bool = False,
-    character_coverage: float = 1.0,
-    spm_sample: int = 200_000,
-    max_len: int = 100,
-    max_ratio: float = 3.0,
-    dedup: bool = False,
-    skip_invalid_utf8: bool = False,
-    workers: int | None = None,
-    seed: int = 0,
-) -> dict:
-    """Prepare a corpus (keyword arguments as on the command line); returns stats.json's dict.
+def prepare_corpus(settings: PrepareSettings | None = None, /, **keywords: Any) -> dict:
+    """Prepare a corpus; returns stats.json's dict. Takes a `PrepareSettings`, or its fields
+    as keyword arguments (the command's options: `prepare_corpus(src_lang="de", ...)`).
 
     Runs on the Ray cluster this process is connected to, or starts a local one."""
-    settings = dict(locals())
-    settings["out"], settings["test"] = str(out), list(test)
-    splits = _resolve_splits(src_lang, tgt_lang, train, valid, list(test), src_col, tgt_col)
-    target = Location.of(out)
-    _check_out(target, overwrite)
+    if settings is None:
+        settings = PrepareSettings(**keywords)
+    elif keywords:
+        raise TypeError("prepare_corpus takes a PrepareSettings or keywords, not both")
+    splits = _resolve_splits(settings)
+    target = Location.of(settings.out)
+    _check_out(target, settings.overwrite)
     if target.is_local:
         return _prepare_locally(Path(target.path), splits, settings)
     return _prepare_remotely(target, splits, settings)
 
 
-def _prepare_locally(out: Path, splits: dict[str, CorpusInput], settings: dict) -> dict:
+def _prepare_locally(out: Path, splits: dict[str, CorpusInput], settings: PrepareSettings) -> dict:
     """Into a temp dir beside `out`, swapped in when complete: `out` is never half-written."""
     staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
@@ -82,7 +66,9 @@ def _prepare_locally(out: Path, splits: dict[str, CorpusInput], settings: dict) 
     return stats
 
 
-def _prepare_remotely(out: Location, splits: dict[str, CorpusInput], settings: dict) -> dict:
+def _prepare_remotely(
+    out: Location, splits: dict[str, CorpusInput], settings: PrepareSettings
+) -> dict:
     """Straight into `out`: object stores cannot rename a directory. stats.json goes last, so
     is_prepared() sees a complete dataset or none; a failed run removes what it wrote."""
     out.delete()  # the dataset --overwrite replaces (_check_out refused it otherwise)
@@ -93,26 +79,20 @@ def _prepare_remotely(out: Location, splits: dict[str, CorpusInput], settings: d
         raise
 
 
-def _resolve_splits(
-    src_lang: str,
-    tgt_lang: str,
-    train: str,
-    valid: str,
-    tests: list[str],
-    src_col: str | None,
-    tgt_col: str | None,
-) -> dict[str, CorpusInput]:
+def _resolve_splits(settings: PrepareSettings) -> dict[str, CorpusInput]:
     """{split name: CorpusInput}; split names are "train", "valid", "test/<name>"."""
-    for code in (src_lang, tgt_lang):
+    languages = (settings.src_lang, settings.tgt_lang)
+    for code in languages:
         check_lang(code)
-    if src_lang == tgt_lang:
-        raise UserError(f"--src-lang and --tgt-lang are both '{src_lang}'")
-    splits = {
-        name: resolve_input(spec, src_lang, tgt_lang, src_col, tgt_col)
-        for name, spec in (("train", train), ("valid", valid))
-    }
-    for spec in tests:
-        corpus = resolve_input(spec, src_lang, tgt_lang, src_col, tgt_col)
+    if settings.src_lang == settings.tgt_lang:
+        raise UserError(f"--src-lang and --tgt-lang are both '{settings.src_lang}'")
+
+    def resolve(spec: str) -> CorpusInput:
+        return resolve_input(spec, *languages, settings.src_col, settings.tgt_col)
+
+    splits = {"train": resolve(settings.train), "valid": resolve(settings.valid)}
+    for spec in settings.test:
+        corpus = resolve(spec)
         if f"test/{corpus.name}" in splits:
             raise UserError(f"two --test inputs are both named '{corpus.name}': rename one")
         splits[f"test/{corpus.name}"] = corpus
@@ -138,7 +118,9 @@ def _publish(staging: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _prepare_into(target: Location, splits: dict[str, CorpusInput], settings: dict) -> dict:
+def _prepare_into(
+    target: Location, splits: dict[str, CorpusInput], settings: PrepareSettings
+) -> dict:
     from pipeline.prepare.dataflow import run_split, start_ray
 
     seconds = {}
@@ -155,12 +137,12 @@ def _prepare_into(target: Location, splits: dict[str, CorpusInput], settings: di
                 corpus, target / name, src_model, tgt_model, settings, name == "train"
             )
     stats = {
-        "src_lang": settings["src_lang"],
-        "tgt_lang": settings["tgt_lang"],
-        "joint_vocab": not settings["separate_vocab"],
+        "src_lang": settings.src_lang,
+        "tgt_lang": settings.tgt_lang,
+        "joint_vocab": not settings.separate_vocab,
         "vocab_size": {"src": _pieces(src_model), "tgt": _pieces(tgt_model)},
         "splits": split_stats,
-        "settings": settings,
+        "settings": settings.to_json(),
         "seconds": {name: round(value, 3) for name, value in seconds.items()},
     }
     # last: on remote storage its presence is what marks the dataset complete (is_prepared)
@@ -201,21 +183,19 @@ def sample_pairs(corpus: CorpusInput, options: ReadOptions, size: int, seed: int
     return reservoir
 
 
-def train_vocab(corpus: CorpusInput, settings: dict) -> tuple[bytes, bytes]:
+def train_vocab(corpus: CorpusInput, settings: PrepareSettings) -> tuple[bytes, bytes]:
     """(source, target) sentencepiece models trained on a sample of the cleaned train set;
     the same model twice when the vocabulary is joint."""
     from pipeline.corpus.tokenizer import train_sentencepiece
 
-    options = ReadOptions(clean=True, skip_invalid_utf8=settings["skip_invalid_utf8"])
-    pairs = sample_pairs(corpus, options, settings["spm_sample"], settings["seed"])
+    options = ReadOptions(clean=True, skip_invalid_utf8=settings.skip_invalid_utf8)
+    pairs = sample_pairs(corpus, options, settings.spm_sample, settings.seed)
     if not pairs:
         raise UserError(f"the training corpus {', '.join(corpus.paths)} has no usable pairs")
 
     def train(sentences: list[str]) -> bytes:
         try:
-            return train_sentencepiece(
-                sentences, settings["vocab_size"], settings["character_coverage"]
-            )
+            return train_sentencepiece(sentences, settings.vocab_size, settings.character_coverage)
         except RuntimeError as error:
             raise UserError(
                 f"sentencepiece could not train a vocabulary ({error}): try a larger "
@@ -223,7 +203,7 @@ def train_vocab(corpus: CorpusInput, settings: dict) -> tuple[bytes, bytes]:
             ) from None
 
     src, tgt = [s for s, _ in pairs], [t for _, t in pairs]
-    if not settings["separate_vocab"]:
+    if not settings.separate_vocab:
         joint = train(src + tgt)
         return joint, joint
     return train(src), train(tgt)

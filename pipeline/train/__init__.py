@@ -2,7 +2,7 @@
 with checkpoints, resume, fault tolerance and the export of the best model.
 
 - `trainer`: the library entry, `train_model(data, out, TrainConfig)`, and the export.
-- `worker`: the loop each Ray Train worker runs (`train_func`).
+- `worker`: the loop each Ray Train worker runs (`train_func`, handed a `WorkerJob`).
 - `config`: `TrainConfig`, the training settings (YAML, flags).
 - `cli`: `nmt train`.
 """

@@ -17,16 +17,25 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.corpus.tokenizer import SRC_SPM, TGT_SPM, Tokenizer
 from pipeline.errors import UserError
 from pipeline.storage import Location
 from pipeline.train.config import TrainConfig
 
+if TYPE_CHECKING:  # heavy imports, deferred so that `nmt train --help` stays fast
+    import ray
+    from ray.train import Checkpoint, Result
+    from ray.train.torch import TorchTrainer
+
+    from models.config import ModelConfig
+    from pipeline.train.worker import FaultInjection, WorkerJob
+
 RAY_RUN_NAME = "ray_train"
 EFFECTIVE_CONFIG = "train_config.yaml"
 EXPORTED = ("model", "metrics.csv", "training.png")  # what export_run writes into OUT
-FAULT_ENV = "NMT_INJECT_FAILURE_AT_STEP"  # test-only, see WorkerRun.maybe_inject_fault
+FAULT_ENV = "NMT_INJECT_FAILURE_AT_STEP"  # test-only, see pipeline.train.worker.FaultInjection
 
 
 @dataclass
@@ -84,7 +93,7 @@ def check_prepared_data(data: Location) -> dict:
     return json.loads((data / "stats.json").read_text())
 
 
-def build_model_config(data: Location, config: TrainConfig):
+def build_model_config(data: Location, config: TrainConfig) -> ModelConfig:
     from models.config import ModelConfig
 
     # the tokenizers are small: read their bytes rather than copying files from remote data
@@ -116,41 +125,27 @@ def check_compatible_with_previous(out: Location, config: TrainConfig) -> None:
         )
 
 
-def build_trainer(data: Location, out: Location, config: TrainConfig, model_config, stats: dict):
-    import ray
+def build_trainer(
+    data: Location, out: Location, config: TrainConfig, model_config: ModelConfig, stats: dict
+) -> TorchTrainer:
+    """The TorchTrainer of a run: `config.workers` workers running `train_func` on the train
+    split, checkpoints (the best by validation BLEU kept) and restarts under `out`."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from pipeline.train.worker import load_validation_set, train_func
+    from pipeline.train.worker import train_func
 
     cpus = config.cpus_per_worker or _default_cpus_per_worker(config)
-    loop_config = {
-        "train": config.to_dict(),
-        "model_config": model_config.to_dict(),
-        "valid": load_validation_set(data, config.valid_max_sentences, stats["tgt_lang"]),
-        "threads_per_worker": _threads_per_worker(config, cpus),
-    }
-    if os.environ.get(FAULT_ENV):
-        loop_config["inject_failure"] = {
-            "step": int(os.environ[FAULT_ENV]),
-            "marker_dir": out.uri,
-        }
-    train_data = ray.data.read_parquet((data / "train").uri).select_columns(["src_ids", "tgt_ids"])
-    if (data / "train").total_bytes() <= config.cache_train_mib * 2**20:
-        # Every epoch re-runs a streaming dataset's reads: on Multi30K (about 150 steps an
-        # epoch on 2 cores) one Ray Train worker went from 0.90x to 0.93x the plain loop's
-        # tokens/s over 300 steps once the split was read only once. Its blocks stay in the
-        # object store, rebuilt from their read tasks (lineage) if a node holding some is lost.
-        train_data = train_data.materialize()
+    job = worker_job(data, out, config, model_config, stats, cpus)
     return TorchTrainer(
         train_loop_per_worker=train_func,
-        train_loop_config=loop_config,
+        train_loop_config=job.loop_config(),
         scaling_config=ScalingConfig(
             num_workers=config.workers,
             use_gpu=config.gpu,
             resources_per_worker={"CPU": cpus, **config.worker_resources},
         ),
-        datasets={"train": train_data},
+        datasets={"train": train_dataset(data, config)},
         run_config=RunConfig(
             name=RAY_RUN_NAME,
             storage_path=out.uri,  # Ray Train opens a URI through pyarrow itself
@@ -162,6 +157,47 @@ def build_trainer(data: Location, out: Location, config: TrainConfig, model_conf
             failure_config=FailureConfig(max_failures=config.max_failures),
         ),
     )
+
+
+def worker_job(
+    data: Location,
+    out: Location,
+    config: TrainConfig,
+    model_config: ModelConfig,
+    stats: dict,
+    cpus_per_worker: float,
+) -> WorkerJob:
+    """What every worker receives: the config whole, the model, the validation set."""
+    from pipeline.train.worker import ValidationSet, WorkerJob
+
+    return WorkerJob(
+        config=config,
+        model_config=model_config,
+        valid=ValidationSet.load(data, config.valid_max_sentences, stats["tgt_lang"]),
+        threads=_threads_per_worker(config, cpus_per_worker),
+        inject_failure=fault_injection(out),
+    )
+
+
+def fault_injection(out: Location) -> FaultInjection | None:
+    """The failure FAULT_ENV asks for (test-only), with its marker in the run dir."""
+    from pipeline.train.worker import FaultInjection
+
+    step = os.environ.get(FAULT_ENV)
+    return FaultInjection(step=int(step), marker_dir=out.uri) if step else None
+
+
+def train_dataset(data: Location, config: TrainConfig) -> ray.data.Dataset:
+    """The train split's token ids, read once into the object store when small enough."""
+    import ray
+
+    train = ray.data.read_parquet((data / "train").uri).select_columns(["src_ids", "tgt_ids"])
+    if (data / "train").total_bytes() <= config.cache_train_mib * 2**20:
+        # Every epoch re-runs a streaming dataset's reads, which costs the workers' loop
+        # throughput; read once, the blocks stay in the object store, rebuilt from their read
+        # tasks (lineage) if a node holding some is lost.
+        train = train.materialize()
+    return train
 
 
 def _default_cpus_per_worker(config: TrainConfig) -> float:
@@ -187,7 +223,7 @@ def _threads_per_worker(config: TrainConfig, cpus_per_worker: float) -> int:
     return max(1, int(cpus_per_worker))
 
 
-def export_run(result, data: Location, out: Location, stats: dict) -> TrainSummary:
+def export_run(result: Result, data: Location, out: Location, stats: dict) -> TrainSummary:
     """Best checkpoint -> OUT/model (a model dir); history -> metrics.csv and training.png.
     For a remote OUT they are written into a local temp dir, then uploaded."""
     from pipeline.train.worker import PROGRESS_FILE
@@ -228,7 +264,7 @@ def export_run(result, data: Location, out: Location, stats: dict) -> TrainSumma
     )
 
 
-def save_best_model(checkpoint, data: Location, model_dir: Path, scratch: Path) -> None:
+def save_best_model(checkpoint: Checkpoint, data: Location, model_dir: Path, scratch: Path) -> None:
     """The checkpoint's model as a model dir, with the dataset's tokenizers beside it."""
     import torch
 

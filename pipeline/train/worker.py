@@ -1,6 +1,9 @@
 """What each Ray Train worker runs: the foundation's `train_step` over its data shard, with
 validation, checkpoints and resume around it.
 
+The driver hands every worker one `WorkerJob`: the `TrainConfig` whole, the model config,
+the validation set and the thread count (`pipeline.train.trainer.worker_job`).
+
 `train_func` is deliberately thin; the pieces it calls are plain functions and small classes
 so they can be read (and tested) one at a time.
 """
@@ -22,17 +25,78 @@ import ray.train.torch
 import sacrebleu
 import torch
 import torch.distributed as dist
+from ray.data import DataIterator
 
 from models.config import ModelConfig
 from models.search import beam_search, greedy_search
 from models.seq2seq import Seq2Seq
 from models.training import Batch, collate, token_batches, train_step
-from pipeline.corpus.tokenizer import Tokenizer
+from pipeline.corpus.tokenizer import TGT_SPM, Tokenizer
 from pipeline.storage import Location
+from pipeline.train.config import TrainConfig
 
 STATE_FILE = "state.pt"
 PROGRESS_FILE = "progress.json"
 FAULT_MARKER = "injected_fault_done"
+JOB_KEY = "job"  # Ray Train's train_loop_config is a dict: {JOB_KEY: WorkerJob}
+VALID_BATCH = 64  # validation sentences decoded together
+
+
+@dataclass(frozen=True)
+class ValidationSet:
+    """The valid split as plain lists: small, so it travels to every worker in the job."""
+
+    src_ids: list[list[int]]
+    tgt_ids: list[list[int]]
+    tgt_text: list[str]  # the references
+    tgt_spm: bytes  # the target sentencepiece model, to turn hypotheses back into text
+    bleu_tokenize: str  # sacrebleu's tokenizer: "zh" for a Chinese target, else "13a"
+
+    @classmethod
+    def load(
+        cls, data_dir: str | Path | Location, max_sentences: int | None, tgt_lang: str
+    ) -> ValidationSet:
+        """The first `max_sentences` (all when None) of a prepared dataset's valid split, in
+        input order. `data_dir` may be remote: the split is read through its filesystem."""
+        data = Location.of(data_dir)
+        valid = data / "valid"
+        wanted = ["index", "src_ids", "tgt_ids", "tgt_text"]
+        table = pq.read_table(valid.path, filesystem=valid.filesystem, columns=wanted)
+        table = table.sort_by("index")
+        if max_sentences:
+            table = table.slice(0, max_sentences)
+        columns = table.to_pydict()
+        return cls(
+            src_ids=columns["src_ids"],
+            tgt_ids=columns["tgt_ids"],
+            tgt_text=columns["tgt_text"],
+            tgt_spm=(data / TGT_SPM).read_bytes(),
+            bleu_tokenize="zh" if tgt_lang == "zh" else "13a",
+        )
+
+
+@dataclass(frozen=True)
+class FaultInjection:
+    """Test-only (NMT_INJECT_FAILURE_AT_STEP on the driver): the last worker raises once at
+    `step`, to exercise FailureConfig; a marker file in the run dir makes it happen once."""
+
+    step: int
+    marker_dir: str  # the run dir's URI: maybe remote
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """Everything the driver hands each Ray Train worker."""
+
+    config: TrainConfig
+    model_config: ModelConfig  # the model to build: sizes from the config, vocabularies from data
+    valid: ValidationSet
+    threads: int  # torch threads of each worker
+    inject_failure: FaultInjection | None = None
+
+    def loop_config(self) -> dict:
+        """As `TorchTrainer(train_loop_config=...)` takes it."""
+        return {JOB_KEY: self}
 
 
 @dataclass
@@ -51,29 +115,30 @@ class Progress:
 
 
 def train_func(loop_config: dict) -> None:
-    """The Ray Train worker entry point (`TorchTrainer(train_loop_per_worker=train_func)`)."""
-    settings = loop_config["train"]
-    torch.manual_seed(settings["seed"])
-    torch.set_num_threads(max(1, int(loop_config["threads_per_worker"])))
-    run = WorkerRun(loop_config)
+    """The Ray Train worker entry point (`TorchTrainer(train_loop_per_worker=train_func)`):
+    `loop_config` is `WorkerJob.loop_config()`."""
+    job: WorkerJob = loop_config[JOB_KEY]
+    torch.manual_seed(job.config.seed)
+    torch.set_num_threads(max(1, job.threads))
+    run = WorkerRun(job)
     run.restore(ray.train.get_checkpoint())
     run.train(ray.train.get_dataset_shard("train"))
 
 
 class WorkerRun:
-    def __init__(self, loop_config: dict) -> None:
-        self.settings = loop_config["train"]
-        self.loop_config = loop_config
-        self.model_config = ModelConfig.from_dict(loop_config["model_config"])
+    def __init__(self, job: WorkerJob) -> None:
+        self.job = job
+        self.config = config = job.config
+        self.model_config = job.model_config
         self.rank = ray.train.get_context().get_world_rank()
         self.world_size = ray.train.get_context().get_world_size()
         self.device = ray.train.torch.get_device()
         self.bare_model = Seq2Seq(self.model_config).to(self.device)
         self.model = ray.train.torch.prepare_model(self.bare_model)
-        self.optimizer = torch.optim.Adam(self.bare_model.parameters(), lr=self.settings["lr"])
-        self.schedule = LearningRate(self.optimizer, self.settings)
+        self.optimizer = torch.optim.Adam(self.bare_model.parameters(), lr=config.lr)
+        self.schedule = LearningRate(self.optimizer, config)
         self.progress = Progress()
-        self.autocast = _autocast_dtype(self.settings["precision"], self.device)
+        self.autocast = _autocast_dtype(config.precision, self.device)
         self.started = time.perf_counter()
         self.tokens_since_report = 0
         # Token-weighted mean training loss since the last validation (one batch is noisy).
@@ -112,59 +177,69 @@ class WorkerRun:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
     # -- the loop -----------------------------------------------------------------------------
-    def train(self, shard) -> None:
+    def train(self, shard: DataIterator) -> None:
+        """Train until `finished()`, validating every `valid_every` steps; the run ends with a
+        validated checkpoint of its last step."""
         self.started = time.perf_counter()  # the clock runs from the first batch asked for
         meter = ThroughputMeter()
         last_validated = self.progress.step if self.progress.history else -1
-        stop = self.progress.step >= (self.settings["max_steps"] or math.inf)
-        while not stop:
-            skip = self.progress.batches_in_epoch
-            for batch in self.synchronized(self.epoch_batches(shard), skip):
-                result = train_step(
-                    self.model,
-                    batch,
-                    self.optimizer,
-                    self.settings["label_smoothing"],
-                    self.settings["clip_norm"],
-                    self.autocast,
-                )
-                self.progress.step += 1
-                self.progress.batches_in_epoch += 1
-                self.schedule.after_step(self.progress.step)
-                meter.add(result.num_tokens, batch.padding_fraction)
-                self.tokens_since_report += result.num_tokens
-                self.loss_sum += result.loss * result.num_tokens
-                self.loss_tokens += result.num_tokens
-                self.maybe_inject_fault()
-                if self.progress.step % self.settings["log_every"] == 0:
-                    self.log_progress(result.loss, meter)
-                if self.progress.step % self.settings["valid_every"] == 0:
-                    self.validate_and_report()
-                    last_validated = self.progress.step
-                if self.should_stop():
-                    stop = True
-                    break
-            else:
-                self.progress.epoch += 1
-                self.progress.batches_in_epoch = 0
-                stop = self.progress.epoch >= (self.settings["max_epochs"] or math.inf)
-            stop = stop or self.should_stop()
+        for batch in self.batches(shard):
+            self.train_on(batch, meter)
+            if self.progress.step % self.config.valid_every == 0:
+                self.validate_and_report()
+                last_validated = self.progress.step
         if last_validated != self.progress.step:
             self.validate_and_report()  # the final checkpoint
 
-    def epoch_batches(self, shard) -> Iterator[Batch]:
-        config, max_len = self.model_config, self.settings["max_len"]
+    def batches(self, shard: DataIterator) -> Iterator[Batch]:
+        """The batches to train on, epoch after epoch (an epoch ends with the data), until
+        `finished()`: asked before the first batch, after each step and after each epoch."""
+        while not self.finished():
+            skip = self.progress.batches_in_epoch  # what a resumed epoch already trained on
+            for batch in self.synchronized(self.epoch_batches(shard), skip):
+                yield batch
+                if self.finished():
+                    return
+            self.progress.epoch += 1
+            self.progress.batches_in_epoch = 0
+
+    def train_on(self, batch: Batch, meter: ThroughputMeter) -> None:
+        """One optimiser step, and the counters, logs and test-only fault that follow it."""
+        config, progress = self.config, self.progress
+        result = train_step(
+            self.model,
+            batch,
+            self.optimizer,
+            config.label_smoothing,
+            config.clip_norm,
+            self.autocast,
+        )
+        progress.step += 1
+        progress.batches_in_epoch += 1
+        self.schedule.after_step(progress.step)
+        meter.add(result.num_tokens, batch.padding_fraction)
+        self.tokens_since_report += result.num_tokens
+        self.loss_sum += result.loss * result.num_tokens
+        self.loss_tokens += result.num_tokens
+        self.maybe_inject_fault()
+        if progress.step % config.log_every == 0:
+            self.log_progress(result.loss, meter)
+
+    def epoch_batches(self, shard: DataIterator) -> Iterator[Batch]:
+        """This epoch's token batches of this worker's shard (pairs over `max_len` skipped),
+        bucketed by length with a seed of the epoch and rank."""
+        model, max_len = self.model_config, self.config.max_len
         pairs = (
             (src, tgt)
             for rows in shard.iter_batches(batch_size=2048, batch_format="numpy")
             for src, tgt in zip(rows["src_ids"], rows["tgt_ids"], strict=True)
             if 0 < len(src) <= max_len and 0 < len(tgt) <= max_len
         )
-        seed = self.settings["seed"] * 1000 + self.progress.epoch * 10 + self.rank
+        seed = self.config.seed * 1000 + self.progress.epoch * 10 + self.rank
         for chunk in token_batches(
-            pairs, self.settings["max_tokens"], self.settings["bucket_window"], seed=seed
+            pairs, self.config.max_tokens, self.config.bucket_window, seed=seed
         ):
-            yield collate(chunk, config.pad_id, config.bos_id, config.eos_id).to(self.device)
+            yield collate(chunk, model.pad_id, model.bos_id, model.eos_id).to(self.device)
 
     def synchronized(self, batches: Iterator[Batch], skip: int) -> Iterator[Batch]:
         """Yield batches while *every* worker still has one, skipping the first `skip`.
@@ -192,20 +267,25 @@ class WorkerRun:
         dist.all_reduce(total, op=dist.ReduceOp.SUM)
         return int(total.item())
 
-    def should_stop(self) -> bool:
-        """Same answer on every worker: any worker's clock or rank 0's early stop counts."""
-        settings, progress = self.settings, self.progress
-        elapsed = progress.elapsed_seconds + time.perf_counter() - self.started
-        budget = settings["time_budget_minutes"]
-        local = (
-            progress.step >= (settings["max_steps"] or math.inf)
-            or (budget is not None and elapsed >= budget * 60)
-            or (
-                settings["early_stopping_patience"] is not None
-                and progress.validations_without_improvement >= settings["early_stopping_patience"]
-            )
+    def finished(self) -> bool:
+        """Whether the run is over, the same answer on every worker: the step or epoch limit,
+        any worker's clock past the time budget, or rank 0's early stop."""
+        return not self.all_workers_agree(not self.limit_reached())
+
+    def limit_reached(self) -> bool:
+        """This worker's view of `finished()` (only rank 0 counts validations)."""
+        config, progress = self.config, self.progress
+        budget, patience = config.time_budget_minutes, config.early_stopping_patience
+        return (
+            progress.step >= (config.max_steps or math.inf)
+            or progress.epoch >= (config.max_epochs or math.inf)
+            or (budget is not None and self.elapsed() >= budget * 60)
+            or (patience is not None and progress.validations_without_improvement >= patience)
         )
-        return not self.all_workers_agree(not local)
+
+    def elapsed(self) -> float:
+        """Seconds of training, across restarts."""
+        return self.progress.elapsed_seconds + time.perf_counter() - self.started
 
     # -- validation ---------------------------------------------------------------------------
     def validate_and_report(self) -> None:
@@ -240,22 +320,22 @@ class WorkerRun:
                 f"validation at step {self.progress.step}: BLEU {bleu:.2f}, "
                 f"loss {valid_loss:.3f}{' (best)' if improved else ''}"
             )
-        # Rank 0's early-stopping counter decides for everyone (see should_stop).
+        # Rank 0's early-stopping counter decides for everyone (see finished).
         self.report(metrics)
 
     def validate(self) -> tuple[float, float]:
-        valid = self.loop_config["valid"]
+        valid = self.job.valid
         model = self.bare_model.eval()
         config = self.model_config
-        sources, references = valid["src_ids"], valid["tgt_text"]
+        sources, references = valid.src_ids, valid.tgt_text
         order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
         hypotheses: list[str] = [""] * len(sources)
         loss_sum, tokens = 0.0, 0
-        tokenizer = Tokenizer.from_serialized(valid["tgt_spm"])
-        for start in range(0, len(order), 64):
-            chunk = order[start : start + 64]
+        tokenizer = Tokenizer.from_serialized(valid.tgt_spm)
+        for start in range(0, len(order), VALID_BATCH):
+            chunk = order[start : start + VALID_BATCH]
             batch = collate(
-                [(sources[i], valid["tgt_ids"][i]) for i in chunk],
+                [(sources[i], valid.tgt_ids[i]) for i in chunk],
                 config.pad_id,
                 config.bos_id,
                 config.eos_id,
@@ -267,11 +347,11 @@ class WorkerRun:
             tokens += batch.num_target_tokens
             for i, tokens_out in zip(chunk, self.decode(model, batch), strict=True):
                 hypotheses[i] = tokenizer.decode(tokens_out)
-        bleu = sacrebleu.corpus_bleu(hypotheses, [references], tokenize=valid["bleu_tokenize"])
+        bleu = sacrebleu.corpus_bleu(hypotheses, [references], tokenize=valid.bleu_tokenize)
         return round(bleu.score, 2), loss_sum / max(tokens, 1)
 
     def decode(self, model: Seq2Seq, batch: Batch) -> list[list[int]]:
-        beam = self.settings["valid_beam_size"]
+        beam = self.config.valid_beam_size
         if beam == 1:
             return [h.tokens for h in greedy_search(model, batch.src, batch.src_len)]
         return [n[0].tokens for n in beam_search(model, batch.src, batch.src_len, beam)]
@@ -284,9 +364,8 @@ class WorkerRun:
             sys.stdout.flush()
 
     def log_progress(self, loss: float, meter: ThroughputMeter) -> None:
-        settings, step = self.settings, self.progress.step
-        elapsed = self.progress.elapsed_seconds + time.perf_counter() - self.started
-        eta = _eta(step, elapsed, settings["max_steps"], settings["time_budget_minutes"])
+        step = self.progress.step
+        eta = _eta(step, self.elapsed(), self.config.max_steps, self.config.time_budget_minutes)
         self.log(
             f"step {step}  loss {loss:.3f}  lr {self.schedule.current():.2e}  "
             f"{meter.steps_per_second():.2f} steps/s  "
@@ -296,12 +375,11 @@ class WorkerRun:
         meter.reset()
 
     def maybe_inject_fault(self) -> None:
-        """Test-only: raise once at a chosen step (set by NMT_INJECT_FAILURE_AT_STEP on the
-        driver), to exercise FailureConfig. A marker file makes it happen only once."""
-        fault = self.loop_config.get("inject_failure")
-        if not fault or self.progress.step != fault["step"] or self.rank != self.world_size - 1:
+        """Test-only: raise once at the step of `job.inject_failure` (see FaultInjection)."""
+        fault = self.job.inject_failure
+        if not fault or self.progress.step != fault.step or self.rank != self.world_size - 1:
             return
-        marker = Location.of(fault["marker_dir"]) / FAULT_MARKER  # the run dir: maybe remote
+        marker = Location.of(fault.marker_dir) / FAULT_MARKER
         if not marker.exists():
             marker.write_text(str(self.progress.step))
             raise RuntimeError(f"injected failure at step {self.progress.step}")
@@ -310,9 +388,9 @@ class WorkerRun:
 class LearningRate:
     """Linear warm-up, then inverse square-root decay, constant, or halving on plateau."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, settings: dict) -> None:
-        self.optimizer, self.settings = optimizer, settings
-        self.peak = settings["lr"]
+    def __init__(self, optimizer: torch.optim.Optimizer, config: TrainConfig) -> None:
+        self.optimizer, self.config = optimizer, config
+        self.peak = config.lr
         self.plateau_scale, self.bad_validations, self.best = 1.0, 0, -math.inf
         self.after_step(0)
 
@@ -320,26 +398,26 @@ class LearningRate:
         return self.optimizer.param_groups[0]["lr"]
 
     def after_step(self, step: int) -> None:
-        warmup = max(self.settings["warmup_steps"], 1)
+        warmup = max(self.config.warmup_steps, 1)
         if step < warmup:
             factor = (step + 1) / warmup
-        elif self.settings["schedule"] == "inverse_sqrt":
+        elif self.config.schedule == "inverse_sqrt":
             factor = math.sqrt(warmup / (step + 1))
         else:
             factor = 1.0
-        lr = max(self.peak * factor * self.plateau_scale, self.settings["min_lr"])
+        lr = max(self.peak * factor * self.plateau_scale, self.config.min_lr)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
     def after_validation(self, bleu: float) -> None:
-        if self.settings["schedule"] != "plateau":
+        if self.config.schedule != "plateau":
             return
         if bleu > self.best:
             self.best, self.bad_validations = bleu, 0
             return
         self.bad_validations += 1
-        if self.bad_validations >= self.settings["plateau_patience"]:
-            self.plateau_scale *= self.settings["plateau_factor"]
+        if self.bad_validations >= self.config.plateau_patience:
+            self.plateau_scale *= self.config.plateau_factor
             self.bad_validations = 0
 
     def state_dict(self) -> dict:
@@ -400,25 +478,3 @@ def _eta(step: int, elapsed: float, max_steps: int | None, budget_minutes: float
         return "n/a"
     seconds = max(0, int(min(remaining)))
     return f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-def load_validation_set(
-    data_dir: str | Path | Location, max_sentences: int | None, tgt_lang: str
-) -> dict:
-    """The valid split as plain lists (small; shipped to workers in the loop config).
-    `data_dir` may be remote: the split is read through its filesystem."""
-    data = Location.of(data_dir)
-    valid = data / "valid"
-    wanted = ["index", "src_ids", "tgt_ids", "tgt_text"]
-    table = pq.read_table(valid.path, filesystem=valid.filesystem, columns=wanted)
-    table = table.sort_by("index")
-    if max_sentences:
-        table = table.slice(0, max_sentences)
-    columns = table.to_pydict()
-    return {
-        "src_ids": columns["src_ids"],
-        "tgt_ids": columns["tgt_ids"],
-        "tgt_text": columns["tgt_text"],
-        "tgt_spm": (data / "spm.tgt.model").read_bytes(),
-        "bleu_tokenize": "zh" if tgt_lang == "zh" else "13a",
-    }
