@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -57,8 +58,11 @@ def start_apps(model: str, port: int, args: argparse.Namespace) -> None:
         serve.run(app, name=name, route_prefix=f"/{name}")
 
 
-async def load(url: str, sentences: list[str], clients: int, requests: int, seconds: float):
-    """`clients` closed-loop clients share `requests` requests; returns latencies, wall time."""
+async def load(
+    request: Callable[[int], tuple[str, dict]], clients: int, requests: int, seconds: float
+):
+    """`clients` closed-loop clients share `requests` requests, the i-th sent as
+    `request(i)` (url, JSON body); returns latencies and wall time."""
     latencies: list[float] = []
     remaining = iter(range(requests))
     deadline = time.perf_counter() + seconds
@@ -68,7 +72,8 @@ async def load(url: str, sentences: list[str], clients: int, requests: int, seco
 
         async def send(index: int) -> float:
             started = time.perf_counter()
-            response = await client.post(url, json={"text": sentences[index % len(sentences)]})
+            url, body = request(index)
+            response = await client.post(url, json=body)
             response.raise_for_status()
             return time.perf_counter() - started
 
@@ -91,15 +96,20 @@ def summarize(latencies: list[float], seconds: float) -> dict[str, float]:
     return {"req/s": rate, "sent/s": rate, "p50": cuts[49], "p95": cuts[94], "p99": cuts[98]}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="model dir (default: build one, see --size)")
+def add_load_arguments(parser: argparse.ArgumentParser, model_help: str, unit: str) -> None:
+    """The model and load flags the serve benchmarks share."""
+    parser.add_argument("--model", help=model_help)
     parser.add_argument(
         "--size", choices=["tiny", "reference"], default="reference", help="model built"
     )
-    parser.add_argument("--requests", type=int, default=256, help="per cell")
-    parser.add_argument("--max-seconds", type=float, default=60.0, help="per cell")
+    parser.add_argument("--requests", type=int, default=256, help=f"per {unit}")
+    parser.add_argument("--max-seconds", type=float, default=60.0, help=f"per {unit}")
     parser.add_argument("--beam-size", type=int, default=5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_load_arguments(parser, "model dir (default: build one, see --size)", "cell")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--batch-wait-ms", type=float, default=10.0)
     args = parser.parse_args()
@@ -122,7 +132,12 @@ def main() -> None:
             for clients in CLIENTS:
                 url = f"http://127.0.0.1:{port}/{name}/translate"
                 latencies, seconds = asyncio.run(
-                    load(url, sentences, clients, args.requests, args.max_seconds)
+                    load(
+                        lambda i, url=url: (url, {"text": sentences[i % len(sentences)]}),
+                        clients,
+                        args.requests,
+                        args.max_seconds,
+                    )
                 )
                 rows[name, clients] = summarize(latencies, seconds) | {"n": len(latencies)}
                 print(f"{name} x{clients}: {rows[name, clients]}", file=sys.stderr)

@@ -1,6 +1,7 @@
 """`nmt bulk-translate`: a small Parquet store of German and Chinese documents through Ray
 Data, checked row for row against the in-process Translator; a killed job resumed; the
-same work through the Serve deployment.
+same work through the Serve deployment; rows routed among several models by a language
+column and by detection.
 
 One Ray instance (2 CPUs) for the module. Every job's fragments hold 4 rows, so a 3-file
 store of 30 documents is 9 fragments: enough to kill a job half-way.
@@ -20,7 +21,9 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
+from model_zoo import build_zoo
 
+from pipeline.bulk.documents import translate_documents
 from pipeline.bulk.job import BulkOptions, JobFailed, bulk_translate
 from pipeline.bulk.store import (
     JOB_FILE,
@@ -30,7 +33,6 @@ from pipeline.bulk.store import (
     find_inputs,
     plan_fragments,
 )
-from pipeline.bulk.worker import translate_documents
 from pipeline.cli import main as nmt
 from pipeline.corpus.synthetic import parallel_corpus
 from pipeline.errors import UserError
@@ -100,7 +102,7 @@ def read_output(directory: Path) -> pa.Table:
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[None]:
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)  # never another's cluster
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield
     ray.shutdown()
@@ -283,21 +285,149 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_via_serve_gives_the_same_translations(finished_job, store, tiny_model_dir, tmp_path):
+def test_via_serve_gives_the_same_translations(
+    finished_job, store, routed, tiny_model_dir, tmp_path
+):
     from ray import serve
 
     from pipeline.serve import APP_NAME, build_app
 
     with pytest.raises(UserError, match="no Serve application 'nmt'"):
         bulk_translate(None, str(store[0]), str(tmp_path / "none"), options(via_serve=True))
+    routed_store, rows, zoo = routed
     serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
-    try:
-        app = build_app(tiny_model_dir, num_cpus=0.25, min_replicas=1, max_replicas=1)
+    try:  # the tiny model (id de-en, the default) and zh-en, multiplexed
+        models = [str(tiny_model_dir), str(zoo["zh-en"])]
+        app = build_app(models, num_cpus=0.25, min_replicas=1, max_replicas=1)
         serve.run(app, name=APP_NAME, route_prefix="/bulk-test")
         output = tmp_path / "served"
         manifest = bulk_translate(None, str(store[0]), str(output), options(via_serve=True))
+        by_language = options(via_serve=True, source_lang_column="lang")
+        bulk_translate(None, str(routed_store), str(tmp_path / "routed"), by_language)
     finally:
         serve.shutdown()
     assert manifest["rows_out"] == 30 and manifest["job"]["model"] == "serve:nmt"
     served, local = read_output(output), read_output(finished_job[0])
-    assert served.equals(local)
+    assert served.equals(local), "unrouted rows go to the deployment's default model"
+    languages = [lang for _, lang in rows]
+    languages[8], languages[9] = "source language 'fr' is not served", "no language in column"
+    check_routed_output(tmp_path / "routed", expected_rows(rows, zoo, languages))
+
+
+# -- several models, rows routed by language -------------------------------------------------
+FRENCH = "Le chat dort sur le canapé pendant que les enfants jouent dehors."
+ROUTED_MODELS = ("de-en", "zh-en")
+
+
+def make_routed_store(directory: Path) -> list[tuple[str | None, str | None]]:
+    """One file of 12 one-sentence documents with a `lang` column: German, Chinese, French,
+    German without a language, a null text and an empty one. Returns (text, lang) by row."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rows = [(text, "de") for text in GERMAN[40:45]] + [(text, "zh") for text in CHINESE[:3]]
+    rows += [(FRENCH, "fr"), (GERMAN[50], None), (None, "de"), ("", "zh")]
+    table = pa.table(
+        {
+            "doc_id": list(range(len(rows))),
+            "body": [t for t, _ in rows],
+            "lang": [g for _, g in rows],
+        }
+    )
+    pq.write_table(table, directory / "mixed.parquet")
+    return rows
+
+
+@pytest.fixture(scope="module")
+def routed(tiny_model_dir, tmp_path_factory) -> tuple[Path, list, dict[str, Path]]:
+    """The routed store, its rows, and the de-en and zh-en models (tests/model_zoo.py)."""
+    store = tmp_path_factory.mktemp("routed")
+    zoo = build_zoo(tiny_model_dir, tmp_path_factory.mktemp("zoo"), ROUTED_MODELS)
+    return store, make_routed_store(store), zoo
+
+
+def expected_rows(rows: list, zoo: dict[str, Path], languages: list) -> list[tuple]:
+    """(translation, error) per row, from each model's own Translator; `languages` is the
+    language each row should be routed by (None: its text decides the outcome alone)."""
+    translators = {
+        model_id: Translator(path, settings=DecodeSettings(beam_size=BEAM))
+        for model_id, path in zoo.items()
+    }
+    expected = []
+    for (text, _), language in zip(rows, languages, strict=True):
+        if text is None:
+            expected.append((None, "text is null"))
+        elif not text:
+            expected.append(("", None))
+        elif language in ("de", "zh"):
+            translation = translators[f"{language}-en"].translate([text])[0].text
+            expected.append((translation, None))
+        else:
+            expected.append((None, language))  # an error message that names the language
+    return expected
+
+
+def check_routed_output(output: Path, expected: list[tuple]) -> None:
+    rows = read_output(output).to_pylist()
+    assert [row["doc_id"] for row in rows] == list(range(len(expected))), "every row once"
+    for row, (translation, error) in zip(rows, expected, strict=True):
+        if translation is None and error not in (None, "text is null"):
+            assert row["translation"] is None and error in row["error"], row
+        else:
+            assert (row["translation"], row["error"]) == (translation, error), row
+
+
+def test_rows_are_routed_to_the_model_of_their_language_column(ray_cluster, routed, tmp_path):
+    store, rows, zoo = routed
+    models = [f"de-en={zoo['de-en']}", str(zoo["zh-en"])]  # ID=PATH and a bare path
+    routing = {"source_lang_column": "lang", "target_lang": "en"}
+    manifest = bulk_translate(models, str(store), str(tmp_path / "out"), options(**routing))
+    assert (manifest["rows_in"], manifest["rows_out"], manifest["rows_with_errors"]) == (12, 12, 3)
+    assert manifest["job"]["model"] == {m: str(zoo[m]) for m in ROUTED_MODELS}
+    languages = [lang for _, lang in rows]
+    languages[8] = "source language 'fr' is not served; served: de, zh"
+    languages[9] = "no language in column 'lang'"
+    check_routed_output(tmp_path / "out", expected_rows(rows, zoo, languages))
+
+
+def test_rows_are_routed_by_their_detected_language(ray_cluster, routed, tmp_path):
+    store, rows, zoo = routed
+    models = [str(zoo[m]) for m in ROUTED_MODELS]
+    manifest = bulk_translate(
+        models, str(store), str(tmp_path / "out"), options(detect_source=True)
+    )
+    assert (manifest["rows_out"], manifest["rows_with_errors"]) == (12, 2)
+    languages = [lang for _, lang in rows]
+    languages[8] = "looks like French (fr), which no model translates from; served: de, zh"
+    languages[9] = "de"  # no language in the column, but its text is German
+    check_routed_output(tmp_path / "out", expected_rows(rows, zoo, languages))
+    with pytest.raises(UserError, match="another job's results \\(.*model.*differ\\)"):
+        bulk_translate(models[:1], str(store), str(tmp_path / "out"), options(resume=True))
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ([], "2 models: route the rows with --source-lang-column COLUMN or --detect-source"),
+        (["--detect-source", "--source-lang-column", "lang"], "not both"),
+        (["--detect-source", "--target-lang", "fr"], "--target-lang fr: no model translates"),
+        (["--source-lang-column", "language"], "has no column 'language' \\(--source-lang"),
+    ],
+)
+def test_cli_rejects_bad_routing(routed, tmp_path, capsys, arguments, message):
+    store, _, zoo = routed
+    models = [argument for m in ROUTED_MODELS for argument in ("--model", str(zoo[m]))]
+    common = ["bulk-translate", *models, "--input", str(store), "--text-column", "body"]
+    assert nmt([*common, "--output", str(tmp_path / "out"), *arguments]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_job_file_from_before_routing_resumes(finished_job, store, tiny_model_dir, tmp_path):
+    output = tmp_path / "old"
+    shutil.copytree(finished_job[0], output)
+    job = json.loads((output / JOB_FILE).read_text())
+    assert job["model"] == str(tiny_model_dir), "one model: recorded by its dir, as before"
+    for key in ("source_lang_column", "detect_source", "target_lang"):
+        del job[key]
+    (output / JOB_FILE).write_text(json.dumps(job))
+    manifest = bulk_translate(str(tiny_model_dir), str(store[0]), str(output), options(resume=True))
+    assert manifest["rows_out"] == 30 and manifest["fragments_translated"] == 0

@@ -19,20 +19,27 @@ EXAMPLES = """examples:
       --text-column text --id-column id
   nmt bulk-translate ... --resume      # after a killed job: keep finished outputs, do the rest
   nmt bulk-translate ... --via-serve   # send sentences to the running `nmt serve` deployment
+  nmt bulk-translate --model runs/exp/de-en --model runs/exp/zh-en --source-lang-column lang \\
+      --target-lang en --input 'store/*.parquet' --output out/ --text-column text
+  nmt bulk-translate --model de-en=runs/exp/de-en --model runs/exp/zh-en --detect-source ...
   nmt bulk-translate --model s3://bucket/runs/de-en --input 's3://bucket/store/*.parquet' \
       --output s3://bucket/translated/ --text-column text   # remote storage (pyarrow URIs)
 
 Output: one Parquet file per input fragment under --output, with every input column, the
 translation column and an `error` column (null when the row translated); `_SUCCESS` holds
 the counts and is written last. Exit status 1 if the job stops part-way (rerun with
---resume) or rows in != rows out. With --via-serve the deployment's model translates and
---model is not needed.
+--resume) or rows in != rows out. With --via-serve the deployment's models translate and
+--model is not needed. Routed rows whose language no model translates get an error.
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", help="model dir, or training run dir holding model/ (path or URI)"
+        "--model",
+        action="append",
+        metavar="[ID=]PATH",
+        help="model dir, or training run dir holding model/ (path or URI); repeat for "
+        "several and route the rows with --source-lang-column or --detect-source",
     )
     parser.add_argument(
         "--input", required=True, help="Parquet files: a quoted glob, or a dir (path or URI)"
@@ -59,6 +66,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-chars", type=int, default=20_000, help="longer documents get an error"
+    )
+    parser.add_argument(
+        "--source-lang-column", help="route each row to the model for its language in COLUMN"
+    )
+    parser.add_argument(
+        "--detect-source",
+        action="store_true",
+        help="route each row to the model for its detected language",
+    )
+    parser.add_argument(
+        "--target-lang", help="the language routed rows go into (needed when models differ)"
     )
 
 

@@ -1,6 +1,8 @@
 """Bulk translation: translate a Parquet document store offline, exactly once, resumably.
 
     bulk_translate("runs/exp/de-en", "store/*.parquet", "out/", BulkOptions("text"))
+    bulk_translate(["runs/exp/de-en", "zh-en=runs/exp/zh-en"], ..., BulkOptions(
+        "text", source_lang_column="lang", target_lang="en"))   # rows routed by language
 
 The store is cut into fragments (row-group slices, see `pipeline.bulk.store`), and Ray Data
 streams them through a fixed pool of actors: each actor loads the model once, then reads a
@@ -18,10 +20,12 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
 from tqdm import tqdm
 
+from pipeline.bulk.routing import RowRouting, plan_routing
 from pipeline.bulk.store import (
     Fragment,
     count_outputs,
@@ -41,6 +45,7 @@ from pipeline.bulk.worker import (
 from pipeline.errors import UserError
 from pipeline.serve.options import APP_NAME, TRANSLATOR_DEPLOYMENT
 from pipeline.storage import Location
+from pipeline.translate.catalog import ModelEntry
 from pipeline.translate.settings import DecodeSettings
 
 ERROR_COLUMN = "error"
@@ -71,22 +76,34 @@ class BulkOptions:
     resume: bool = False
     rows_per_fragment: int = 1000  # documents per output file: the unit of work and resume
     max_chars: int = 20_000  # longer documents get an error instead of a translation
+    # Routing rows among several models: by a column of language codes, or by detection,
+    # into target_lang (None: the one language every model translates into).
+    source_lang_column: str | None = None
+    detect_source: bool = False
+    target_lang: str | None = None
     show_progress: bool = True
 
 
-def bulk_translate(model: str | None, input: str, output: str, options: BulkOptions) -> dict:
+def bulk_translate(
+    model: str | Sequence[str] | None, input: str, output: str, options: BulkOptions
+) -> dict:
     """Translate every document of the Parquet files `input` (a glob or a dir) into `output`.
 
-    Returns the manifest (counts, settings, seconds). Raises `UserError` for bad input and
-    `IncompleteOutput` when the outputs do not match the inputs row for row.
+    `model` is one model dir or run dir (path or URI), or several (`ID=PATH` or bare paths,
+    routed by `options`), or None with `via_serve`. Returns the manifest (counts, settings,
+    seconds). Raises `UserError` for bad input and `IncompleteOutput` when the outputs do
+    not match the inputs row for row.
     """
     started = time.perf_counter()
     files = find_inputs(input)
     check_columns(files, options)
-    model_dir = _model_dir(model, options.via_serve)
+    models = _models(model, options)
+    routing = plan_routing(
+        models, options.source_lang_column, options.detect_source, options.target_lang
+    )
     fragments = plan_fragments(files, options.rows_per_fragment)
     output_dir = Location.of(output)
-    job = _job_description(files, model_dir, options)
+    job = _job_description(files, models, options)
     prepare_output_dir(output_dir, job, options.resume)
     finished = finished_outputs(output_dir)
     pending = [
@@ -97,7 +114,7 @@ def bulk_translate(model: str | None, input: str, output: str, options: BulkOpti
     failure = None
     try:
         workers, peak_rss_mib = (
-            run_fragments(pending, output_dir, model_dir, options) if pending else (0, None)
+            run_fragments(pending, output_dir, models, routing, options) if pending else (0, None)
         )
     except UserError:
         raise
@@ -129,12 +146,14 @@ def bulk_translate(model: str | None, input: str, output: str, options: BulkOpti
 
 
 def check_columns(files: list[str], options: BulkOptions) -> None:
-    """Every input has the text (and id) column, and none has the columns we add."""
+    """Every input has the text (and id, and language) column, and none has the columns we
+    add."""
     for path in files:
         names = read_schema(path).names
         for role, column in (
             ("--text-column", options.text_column),
             ("--id-column", options.id_column),
+            ("--source-lang-column", options.source_lang_column),
         ):
             if column and column not in names:
                 raise UserError(f"{path} has no column {column!r} ({role}); it has {names}")
@@ -146,24 +165,41 @@ def check_columns(files: list[str], options: BulkOptions) -> None:
                 )
 
 
-def _model_dir(model: str | None, via_serve: bool) -> str | None:
-    """The model dir as an absolute path or a URI (actors do not share our working dir,
-    and on another node fetch a remote model themselves); None with via_serve, where the
-    deployment's model translates."""
-    from pipeline.translate.translator import find_model_dir
+def _models(model: str | Sequence[str] | None, options: BulkOptions) -> list[ModelEntry]:
+    """The models, each as an absolute path or a URI (actors do not share our working dir,
+    and on another node fetch a remote model themselves). With via_serve the deployment's
+    models translate: listed only when rows are routed among them."""
+    from pipeline.translate.catalog import resolve_models
 
-    if via_serve:
-        return None
+    if options.via_serve:
+        routed = options.source_lang_column or options.detect_source
+        return _serve_models(options.serve_app) if routed else []
     if model is None:
-        raise UserError("--model is required (unless --via-serve uses the deployment's model)")
-    return find_model_dir(model).uri
+        raise UserError("--model is required (unless --via-serve uses the deployment's models)")
+    return resolve_models([model] if isinstance(model, str) else model)
 
 
-def _job_description(files: list[str], model_dir: str | None, options: BulkOptions) -> dict:
-    """What makes two runs the same job: `--resume` refuses to mix outputs of different ones."""
+def _serve_models(app_name: str) -> list[ModelEntry]:
+    from ray import serve
+
+    _connect()
+    _check_serve_app(app_name)
+    handle = serve.get_deployment_handle(TRANSLATOR_DEPLOYMENT, app_name=app_name)
+    return handle.models.remote().result()
+
+
+def _job_description(files: list[str], models: list[ModelEntry], options: BulkOptions) -> dict:
+    """What makes two runs the same job: `--resume` refuses to mix outputs of different ones.
+    One model is recorded by its dir (as before several could be given), several by id."""
+    if options.via_serve:
+        recorded_models: str | dict[str, str] = f"serve:{options.serve_app}"
+    elif len(models) == 1:
+        recorded_models = models[0].uri
+    else:
+        recorded_models = {entry.id: entry.uri for entry in models}
     return {
         "inputs": files,
-        "model": model_dir or f"serve:{options.serve_app}",
+        "model": recorded_models,
         "via_serve": options.via_serve,
         **{
             key: getattr(options, key)
@@ -173,6 +209,9 @@ def _job_description(files: list[str], model_dir: str | None, options: BulkOptio
                 "target_column",
                 "rows_per_fragment",
                 "max_chars",
+                "source_lang_column",
+                "detect_source",
+                "target_lang",
             )
         },
         # what changes the translations (batch size does not: padding never does)
@@ -183,16 +222,16 @@ def _job_description(files: list[str], model_dir: str | None, options: BulkOptio
 def run_fragments(
     pending: list[tuple[int, Fragment]],
     output_dir: Location,
-    model_dir: str | None,
+    models: list[ModelEntry],
+    routing: RowRouting | None,
     options: BulkOptions,
 ) -> tuple[int, float]:
     """Stream the pending fragments through an actor pool; returns the pool's size and the
     largest peak RSS an actor reported."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init()  # joins the cluster of RAY_ADDRESS or a running local one, else starts one
-    worker_class, constructor, resources = _worker(model_dir, output_dir, options)
+    _connect()
+    worker_class, constructor, resources = _worker(models, routing, output_dir, options)
     workers = min(options.workers or _default_workers(options), len(pending))
     items = [{**asdict(fragment), "index": index} for index, fragment in pending]
     counts = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
@@ -216,7 +255,10 @@ def run_fragments(
 
 
 def _worker(
-    model_dir: str | None, output_dir: Location, options: BulkOptions
+    models: list[ModelEntry],
+    routing: RowRouting | None,
+    output_dir: Location,
+    options: BulkOptions,
 ) -> tuple[type, dict, dict]:
     """The actor class, its constructor arguments, and the resources each actor holds."""
     settings = WorkerSettings(
@@ -226,6 +268,8 @@ def _worker(
         error_column=ERROR_COLUMN,
         max_chars=options.max_chars,
         decoding=replace(options.decoding, n_best=1),
+        models=tuple(models),
+        routing=routing,
         fail_from_fragment=fail_injection_from_env(),
     )
     if options.via_serve:
@@ -234,9 +278,16 @@ def _worker(
         # reading, splitting and writing are light: leave the CPUs to the Serve replicas
         return ServeWorker, {"settings": settings, **constructor}, {"num_cpus": 0.1}
     device = "cuda" if options.gpu else "cpu"
-    constructor = {"model_path": model_dir, "device": device, "threads": options.cpus_per_worker}
+    constructor = {"device": device, "threads": options.cpus_per_worker}
     resources = {"num_cpus": options.cpus_per_worker, "num_gpus": 1 if options.gpu else 0}
     return TranslatorWorker, {"settings": settings, **constructor}, resources
+
+
+def _connect() -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init()  # joins the cluster of RAY_ADDRESS or a running local one, else starts one
 
 
 def _check_serve_app(app_name: str) -> None:

@@ -38,6 +38,9 @@ SETTINGS_BEFORE_RECORDED = {
     "alpha": 0.6,
     "max_len_a": 1.5,
     "max_len_b": 10,
+    "source_lang_column": None,
+    "detect_source": False,
+    "target_lang": None,
 }
 SENTENCES_KEY = b"nmt.sentences"  # Parquet footer metadata: sentences in the fragment
 

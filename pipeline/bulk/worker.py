@@ -1,30 +1,32 @@
 """The work of one bulk translation fragment, and the Ray Data actors that do it.
 
-A fragment's documents are split into sentences, all its sentences are translated in one
-call (the Translator sorts them by length and batches them), and each document is put back
-together in its own sentence order and layout. A document that cannot be translated gets
-a message in the error column instead of stopping the job.
+A fragment's documents are translated sentence by sentence (`pipeline.bulk.documents`),
+each row with the model its language chooses when the job routes rows
+(`pipeline.bulk.routing`), and the fragment is written whole or not at all.
 
 Two actors share this work and differ only in who translates sentences:
-`TranslatorWorker` holds a private `Translator` (model loaded once per actor, CPU or GPU),
-`ServeWorker` sends sentences to the running Serve deployment through its handle.
+`TranslatorWorker` holds private `Translator`s (each model loaded once per actor, CPU or
+GPU), `ServeWorker` sends sentences to the running Serve deployment through its handle.
 """
 
 from __future__ import annotations
 
 import os
 import resource
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
 
+from pipeline.bulk.documents import TranslatedDocuments, TranslateSentences, translate_documents
+from pipeline.bulk.routing import RowRouting, route_rows, translate_routed
 from pipeline.bulk.store import Fragment, read_fragment, write_atomically
-from pipeline.corpus.sentences import reassemble, split_document
 from pipeline.storage import Location
+from pipeline.translate.catalog import ModelCatalog, ModelEntry
+from pipeline.translate.routing import Router
 from pipeline.translate.settings import DecodeSettings
 
-TranslateSentences = Callable[[list[str]], list[str]]
+TranslateTable = Callable[[pa.Table], TranslatedDocuments]
 
 
 @dataclass(frozen=True)
@@ -37,78 +39,20 @@ class WorkerSettings:
     error_column: str
     max_chars: int
     decoding: DecodeSettings
+    # The models, the default first; empty with --via-serve when rows are not routed.
+    models: tuple[ModelEntry, ...] = ()
+    routing: RowRouting | None = None  # None: every row to the one (default) model
     # Tests only: fragments from this plan index on write their temp file, then fail, as
     # a job killed in the middle of a write would.
     fail_from_fragment: int | None = None
 
 
-@dataclass
-class TranslatedDocuments:
-    translations: list[str | None]
-    errors: list[str | None]
-    sentences: int
-
-
-def translate_documents(
-    texts: Sequence[object], translate: TranslateSentences, max_chars: int
-) -> TranslatedDocuments:
-    """Translate documents sentence by sentence; bad documents get an error, not an exception."""
-    result = TranslatedDocuments([None] * len(texts), [None] * len(texts), 0)
-    segmented = {}
-    for index, text in enumerate(texts):
-        error = _document_error(text, max_chars)
-        if error:
-            result.errors[index] = error
-        else:
-            segmented[index] = split_document(text)
-    sentences = [s for parts in segmented.values() for s in parts.sentences]
-    try:
-        translated = iter(translate(sentences))
-    except Exception:  # find the documents at fault instead of failing them all
-        return _translate_one_by_one(texts, segmented, translate, result)
-    for index, parts in segmented.items():
-        result.translations[index] = reassemble(
-            [next(translated) for _ in parts.sentences], parts.separators
-        )
-    result.sentences = len(sentences)
-    return result
-
-
-def _document_error(text: object, max_chars: int) -> str | None:
-    if text is None:
-        return "text is null"
-    if not isinstance(text, str):
-        return f"text is not a string but {type(text).__name__}"
-    if len(text) > max_chars:
-        return f"text has {len(text)} characters, more than --max-chars {max_chars}"
-    return None
-
-
-def _translate_one_by_one(
-    texts: Sequence[object],
-    segmented: dict,
-    translate: TranslateSentences,
-    result: TranslatedDocuments,
-) -> TranslatedDocuments:
-    for index, parts in segmented.items():
-        try:
-            translations = translate(parts.sentences)
-        except Exception as error:  # recorded in the row; the job goes on
-            result.errors[index] = f"translation failed: {type(error).__name__}: {error}"
-            continue
-        result.translations[index] = reassemble(translations, parts.separators)
-        result.sentences += len(parts.sentences)
-    return result
-
-
 def translate_fragment(
-    fragment: Fragment, translate: TranslateSentences, settings: WorkerSettings, index: int
+    fragment: Fragment, translate: TranslateTable, settings: WorkerSettings, index: int
 ) -> dict:
     """Read, translate and write one fragment; returns its counts for the progress bar."""
     table = read_fragment(fragment)
-    documents = translate_documents(
-        table.column(settings.text_column).to_pylist(), translate, settings.max_chars
-    )
+    documents = translate(table)
     table = table.append_column(
         settings.target_column, pa.array(documents.translations, pa.string())
     ).append_column(settings.error_column, pa.array(documents.errors, pa.string()))
@@ -128,15 +72,29 @@ class FragmentWorker:
 
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
+        # Routed rows choose among the models; detection loads on first use.
+        self.router = Router(ModelCatalog(settings.models)) if settings.routing else None
 
-    def translate(self, sentences: list[str]) -> list[str]:
+    def translator_for(self, model_id: str | None) -> TranslateSentences:
+        """Sentences -> translations with the model `model_id` (None: the default one)."""
         raise NotImplementedError
+
+    def translate_table(self, table: pa.Table) -> TranslatedDocuments:
+        texts = table.column(self.settings.text_column).to_pylist()
+        routing, max_chars = self.settings.routing, self.settings.max_chars
+        if routing is None:
+            return translate_documents(texts, self.translator_for(None), max_chars)
+        column = routing.source_column
+        languages = table.column(column).to_pylist() if column else None
+        routes = route_rows(texts, languages, self.router, routing)
+        return translate_routed(texts, routes, self.translator_for, max_chars)
 
     def __call__(self, batch: pa.Table) -> dict[str, list]:
         counts = []
         for row in batch.to_pylist():
             index = row.pop("index")
-            counts.append(translate_fragment(Fragment(**row), self.translate, self.settings, index))
+            fragment = Fragment(**row)
+            counts.append(translate_fragment(fragment, self.translate_table, self.settings, index))
         columns = {key: [c[key] for c in counts] for key in ("rows", "errors", "sentences")}
         # ru_maxrss is in KiB on Linux: the actor's peak, to show memory stays bounded
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -144,19 +102,23 @@ class FragmentWorker:
 
 
 class TranslatorWorker(FragmentWorker):
-    """Translates with its own Translator, loaded once when the actor starts."""
+    """Translates with its own Translators, each model loaded once when the actor starts."""
 
-    def __init__(self, settings: WorkerSettings, model_path: str, device: str, threads: int):
+    def __init__(self, settings: WorkerSettings, device: str, threads: int) -> None:
         import torch
 
         from pipeline.translate.translator import Translator
 
         super().__init__(settings)
         torch.set_num_threads(threads)  # one actor per `threads` CPUs: no oversubscription
-        self.translator = Translator(model_path, device, settings.decoding)
+        self.translators = {
+            entry.id: Translator(entry.uri, device, settings.decoding) for entry in settings.models
+        }
+        self.default = settings.models[0].id
 
-    def translate(self, sentences: list[str]) -> list[str]:
-        return [t.text for t in self.translator.translate(sentences)]
+    def translator_for(self, model_id: str | None) -> TranslateSentences:
+        translator = self.translators[model_id or self.default]
+        return lambda sentences: [t.text for t in translator.translate(sentences)]
 
 
 class ServeWorker(FragmentWorker):
@@ -169,13 +131,18 @@ class ServeWorker(FragmentWorker):
         super().__init__(settings)
         self.handle = serve.get_deployment_handle(deployment, app_name=app_name)
 
-    def translate(self, sentences: list[str]) -> list[str]:
+    def translator_for(self, model_id: str | None) -> TranslateSentences:
+        # A model id routes the calls to replicas holding that model; none: the default.
+        handle = self.handle.options(multiplexed_model_id=model_id) if model_id else self.handle
+        return lambda sentences: self._translate(handle, sentences)
+
+    def _translate(self, handle, sentences: list[str]) -> list[str]:
         """Length-sorted chunks of `batch_size`, all sent at once so replicas share them."""
         order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
         size = self.settings.decoding.batch_size
         chunks = [order[start : start + size] for start in range(0, len(order), size)]
         responses = [
-            self.handle.translate_batch.remote(
+            handle.translate_batch.remote(
                 [sentences[i] for i in chunk], beam_size=self.settings.decoding.beam_size
             )
             for chunk in chunks

@@ -1,29 +1,34 @@
-"""`nmt serve`: the autoscaled HTTP translation endpoint (Ray Serve).
+"""`nmt serve`: many models behind one autoscaled HTTP endpoint (Ray Serve), with our API,
+LibreTranslate's and a web page.
 
 Interface for other code (bulk translation's `--via-serve` among it):
 
     from pipeline.serve import APP_NAME, TRANSLATOR_DEPLOYMENT, build_app
 
-    app = build_app("runs/exp/de-en", max_batch_size=32, num_cpus=0.25)  # a serve.Application
+    app = build_app(["de-en=runs/exp/de-en", "runs/exp/en-de"], num_cpus=0.25)  # or one path
     serve.run(app, name=APP_NAME, route_prefix="/")
     handle = serve.get_deployment_handle(TRANSLATOR_DEPLOYMENT, app_name=APP_NAME)
-    texts = await handle.translate_batch.remote(["Ein Hund läuft."], beam_size=5)  # list[str]
+    texts = await handle.options(multiplexed_model_id="de-en").translate_batch.remote(
+        ["Ein Hund läuft."], beam_size=5
+    )  # list[str]; without a model id the default (first) model translates
 
 Deployments (names are constants of `pipeline.serve.options`):
-- TRANSLATOR_DEPLOYMENT ("Translator"): wraps the `Translator`, autoscaled.
+- TRANSLATOR_DEPLOYMENT ("Translator", `pipeline.serve.deployment`): the models, multiplexed
+  over autoscaled replicas (`models_per_replica` each, LRU, loaded on demand).
   - `async translate_batch(texts: list[str], beam_size: int | None = None) -> list[str]`:
     one call, one list in input order; for callers that already hold a batch.
   - `async translate_one(text, beam_size=None, n_best=1, return_attention=False) -> dict`:
-    the `@serve.batch` path the
-    HTTP ingress uses, so sentences from concurrent requests share one beam search.
-  - `info() -> dict`: the Translator's `info()`.
-- API_DEPLOYMENT ("TranslationApi"): the FastAPI ingress (`POST /translate`, `GET /health`,
-  `GET /model`, `/docs`).
+    the `@serve.batch` path the HTTP ingress uses, so sentences from concurrent requests
+    share one beam search per model.
+  - `async info() -> dict`: the model's `Translator.info()`; `models() -> list[ModelEntry]`:
+    the configured models, the default first; `replica_state() -> dict`: loads per model.
+- API_DEPLOYMENT ("TranslationApi", `pipeline.serve.api`): the FastAPI ingress
+  (`POST /translate` for our API and LibreTranslate's, `POST /detect`, `GET /languages`,
+  `GET /models`, `GET /model`, `GET /health`, the page at `/`, `/docs`).
 
-`build_app(model_path, **options)` takes the fields of `ServeOptions` as keywords (and those
-of `DecodeSettings`, or `decoding=DecodeSettings(...)`);
-`pipeline.serve.app:app_builder(args)` is the same for `serve run` / `serve deploy` (see
-serve_config.yaml).
+`build_app(models, **options)` takes the fields of `ServeOptions` as keywords (and those of
+`DecodeSettings`, or `decoding=DecodeSettings(...)`); `pipeline.serve.app:app_builder(args)`
+is the same for `serve run` / `serve deploy` (see serve_config.yaml).
 """
 
 from __future__ import annotations

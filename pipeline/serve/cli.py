@@ -6,26 +6,43 @@ import argparse
 import os
 import socket
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 
 from pipeline.errors import UserError
 from pipeline.serve.options import APP_NAME, ServeOptions
 from pipeline.translate.settings import DecodeSettings
 
 EXAMPLES = """examples:
-  nmt serve --model runs/exp/de-en --port 8000
+  nmt serve --model runs/exp/de-en --port 8000          # then open http://127.0.0.1:8000/
   curl -s localhost:8000/translate -H 'Content-Type: application/json' \\
       -d '{"text": ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen."], "beam_size": 5}'
+  nmt serve --model runs/exp/de-en --model en-de=runs/exp/en-de --models-per-replica 2
+  nmt serve --models runs/exp/                           # every model dir or run dir in it
+  curl -s localhost:8000/translate -d q='Ein Hund läuft.' -d source=auto -d target=en
   NMT_API_KEY=secret nmt serve --model runs/exp/de-en --api-key-env NMT_API_KEY \\
       --min-replicas 1 --max-replicas 4 --num-cpus 0.5
 
+A bare --model PATH takes its id from the model's meta.json ({src_lang}-{tgt_lang}).
 The same application under Ray's own tooling: `serve run serve_config.yaml` (edit args.model).
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = ServeOptions()
-    parser.add_argument("--model", required=True, help="model dir, or a run dir holding model/")
+    parser.add_argument(
+        "--model",
+        action="append",
+        metavar="[ID=]PATH",
+        help="a model dir or run dir (path or URI); repeat for several, the first is the default",
+    )
+    parser.add_argument("--models", metavar="DIR", help="a dir of model dirs or run dirs")
+    parser.add_argument(
+        "--models-per-replica",
+        type=int,
+        default=defaults.models_per_replica,
+        help="models a translator replica holds at once, least recently used dropped "
+        "(default: %(default)s)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to listen on all interfaces")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--min-replicas", type=int, default=defaults.min_replicas)
@@ -47,12 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--api-key-env",
         metavar="VAR",
-        help="require 'Authorization: Bearer $VAR' on /translate and /model",
+        help="require 'Authorization: Bearer $VAR' (LibreTranslate clients: api_key=$VAR) "
+        "on /translate, /detect, /models and /model",
     )
 
 
 def options_from_args(args: argparse.Namespace) -> ServeOptions:
-    names = {f.name for f in fields(ServeOptions)}
+    names = {f.name for f in fields(ServeOptions)} - {"models"}
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
     return ServeOptions(decoding=DecodeSettings.from_args(args), **given)
 
@@ -62,12 +80,12 @@ def run(args: argparse.Namespace) -> int:
     if options.api_key_env and not os.environ.get(options.api_key_env):
         raise UserError(f"--api-key-env names {options.api_key_env}, which is not set; export it")
     from pipeline.serve.app import build_app
-    from pipeline.translate.translator import Translator
+    from pipeline.translate.catalog import load_models, resolve_models
 
-    # Load once here so a broken model dir is one clear error, not failing replicas.
-    name = Translator(args.model).name
+    # Load each once here so a broken model dir is one clear error, not failing replicas.
+    models = load_models(resolve_models(args.model or [], args.models))
     _require_free_port(args.host, args.port)
-    app = build_app(args.model, options)
+    app = build_app(options=replace(options, models=tuple(models)))
 
     import ray
     from ray import serve
@@ -76,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     serve.start(http_options={"host": args.host, "port": args.port})
     serve.run(app, name=APP_NAME, route_prefix="/")
     url = f"http://{args.host}:{args.port}"
-    print(f"Serving {name} at {url}/translate (API docs: {url}/docs). Ctrl-C stops it.")
+    names = ", ".join(entry.describe() for entry in models)
+    print(f"Serving {names} at {url}/ (API: {url}/translate, {url}/docs). Ctrl-C stops it.")
     try:
         while True:
             time.sleep(3600)

@@ -1,4 +1,4 @@
-"""What shapes the Serve application: its names and `ServeOptions`.
+"""What shapes the Serve application: its names and `ServeOptions`, the models among them.
 
 Plain values only, so the command line, the bulk job (`--via-serve`) and the deployments
 share them without importing Ray Serve or torch.
@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from pipeline.errors import UserError
+from pipeline.translate.catalog import ModelEntry
 from pipeline.translate.settings import DecodeSettings
 
 APP_NAME = "nmt"
@@ -20,10 +21,16 @@ API_DEPLOYMENT = "TranslationApi"
 
 @dataclass(frozen=True)
 class ServeOptions:
-    """Everything that shapes the Serve application besides the model; `build_app` keywords.
+    """Everything that shapes the Serve application; `build_app` keywords.
 
-    None for the autoscaling delays and look-back keeps Ray Serve's defaults.
+    `models` is filled in by `build_app` (the first is the default model). None for the
+    autoscaling delays and look-back keeps Ray Serve's defaults.
     """
+
+    models: tuple[ModelEntry, ...] = ()
+    # Models one translator replica holds at once; the least recently used is dropped
+    # when another is asked for (Ray Serve's multiplexing LRU).
+    models_per_replica: int = 3
 
     min_replicas: int = 1
     max_replicas: int = 4
@@ -46,7 +53,13 @@ class ServeOptions:
     def __post_init__(self) -> None:
         if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
             raise UserError("need 0 <= --min-replicas <= --max-replicas and --max-replicas >= 1")
-        for name in ("max_batch_size", "max_beam_size", "max_texts", "max_chars"):
+        for name in (
+            "max_batch_size",
+            "max_beam_size",
+            "max_texts",
+            "max_chars",
+            "models_per_replica",
+        ):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1")
         if self.decoding.beam_size > self.max_beam_size:
@@ -69,6 +82,8 @@ class ServeOptions:
         unknown = sorted(set(options) - known)
         if unknown:
             raise UserError(f"unknown serve options {unknown}; known: {sorted(known)}")
+        if "models" in options:
+            options["models"] = tuple(options["models"])
         return cls(decoding=replace(decoding, **flat_decoding), **options)
 
     @property
