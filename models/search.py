@@ -8,11 +8,13 @@ target tokens if it has not produced eos by then.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from models.attention import RowSources
+from models.config import ModelConfig
 from models.decoder import EncodedSource
 from models.seq2seq import Seq2Seq
 
@@ -49,20 +51,23 @@ class StepDecoder:
 
     def top_log_probs(self, prev_tokens: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor | None]:
         """prev_tokens [R] -> the k best log-probabilities [R, k] and their token ids [R, k],
-        attention weights [R, S] or None.
+        attention weights [R, S] or None."""
+        log_probs, weights = self.log_probs(prev_tokens)
+        return (*top_k(log_probs, k), weights)
 
-        A full log-softmax, then its top k (`max` for greedy's k = 1, cheaper than `topk`):
-        torch's log_softmax is one fused pass over [R, V], while the k best logits minus a
-        `logsumexp` (which never writes [R, V] log-probabilities) is slower on CPU, as
-        logsumexp runs as five separate ops."""
+    def log_probs(self, prev_tokens: Tensor) -> tuple[Tensor, Tensor | None]:
+        """One step: prev_tokens [R] -> log-probabilities [R, V] (float32), attention
+        weights [R, S] or None.
+
+        A full log-softmax: torch's is one fused pass over [R, V], while the k best logits
+        minus a `logsumexp` (which never writes [R, V] log-probabilities) is slower on CPU,
+        as logsumexp runs as five separate ops."""
         embedded = self.decoder.embedding(prev_tokens)
         self.hidden, context, weights = self.decoder.step(
             self.hidden, self.decoder.emb_gates(embedded), self.source, self.rows
         )
         logits = self.decoder.logits(self.hidden, embedded, context)
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
-        best, ids = log_probs.max(-1, keepdim=True) if k == 1 else log_probs.topk(k, dim=-1)
-        return best, ids, weights
+        return torch.log_softmax(logits.float(), dim=-1), weights
 
     def select(
         self, rows: Tensor, sentences: Tensor | None = None, row_sources: RowSources | None = None
@@ -75,9 +80,46 @@ class StepDecoder:
             self.source = self.source.select(sentences)
 
 
+def top_k(log_probs: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """log_probs [R, V] -> the k best [R, k] and their token ids [R, k] (`max` for greedy's
+    k = 1, cheaper than `topk`)."""
+    return log_probs.max(-1, keepdim=True) if k == 1 else log_probs.topk(k, dim=-1)
+
+
+class StepDecoding(Protocol):
+    """What the searches ask of a step decoder: `StepDecoder`, or an ensemble's
+    (`models.ensemble`)."""
+
+    rows: RowSources | None
+
+    def top_log_probs(
+        self, prev_tokens: Tensor, k: int
+    ) -> tuple[Tensor, Tensor, Tensor | None]: ...
+
+    def select(
+        self, rows: Tensor, sentences: Tensor | None = None, row_sources: RowSources | None = None
+    ) -> None: ...
+
+
+class Decodable(Protocol):
+    """A model the searches decode with other than a Seq2Seq (an ensemble): a config for the
+    special ids, vocabulary and attention kind, and a step decoder of its own."""
+
+    config: ModelConfig
+
+    def step_decoder(self, src: Tensor, src_len: Tensor) -> StepDecoding: ...
+
+
+def start_decoding(model: Seq2Seq | Decodable, src: Tensor, src_len: Tensor) -> StepDecoding:
+    """The step decoder of `model` over the encoded batch src [B, S], src_len [B]."""
+    if isinstance(model, Seq2Seq):
+        return StepDecoder(model, *model.encode(src, src_len))
+    return model.step_decoder(src, src_len)
+
+
 @torch.inference_mode()
 def greedy_search(
-    model: Seq2Seq,
+    model: Seq2Seq | Decodable,
     src: Tensor,
     src_len: Tensor,
     max_len_a: float = 1.5,
@@ -93,7 +135,7 @@ def greedy_search(
     attention = src.new_zeros((batch_size, steps, src.size(1)), dtype=torch.float)
     lengths = limits.clone()
     scores = torch.zeros(batch_size)
-    decoder = StepDecoder(model, *model.encode(src, src_len))
+    decoder = start_decoding(model, src, src_len)
     active = torch.arange(batch_size, device=src.device)
     prev = src.new_full((batch_size,), config.bos_id)
     for t in range(steps):
@@ -219,7 +261,7 @@ class _Extensions:
 
 @torch.inference_mode()
 def beam_search(
-    model: Seq2Seq,
+    model: Seq2Seq | Decodable,
     src: Tensor,
     src_len: Tensor,
     beam_size: int = 5,
@@ -257,7 +299,7 @@ def beam_search(
     attention_lengths = src_len.tolist() if keep_attention else [None] * batch_size
     # Every sentence starts from one hypothesis (bos), so the first step runs on the batch
     # itself: no identical rows are decoded.
-    decoder = StepDecoder(model, *model.encode(src, src_len))
+    decoder = start_decoding(model, src, src_len)
     finished = _Finished(batch_size, device)
     active = torch.arange(batch_size, device=device)  # input index of each running sentence
     rows = torch.arange(batch_size, device=device)

@@ -17,6 +17,7 @@ COMMANDS = {
         "tokenize a parallel corpus into Parquet blocks (Ray Data)",
     ),
     "train": ("pipeline.train.cli", "train a model on prepared data (Ray Train, DDP)"),
+    "average": ("pipeline.train.average_cli", "average a training run's checkpoints into a model"),
     "translate": ("pipeline.translate.cli", "translate text from stdin or a file"),
     "evaluate": ("pipeline.translate.evaluate", "score a model with sacreBLEU and chrF"),
     "serve": ("pipeline.serve.cli", "run the autoscaled HTTP translation endpoint (Ray Serve)"),

@@ -13,8 +13,12 @@ import sacrebleu
 import torch
 from prepared_data import write_prepared_dataset
 
+from models.model_dir import load_model
+from pipeline.cli import main
 from pipeline.errors import UserError
 from pipeline.storage import Location
+from pipeline.train.augment import NoiseSettings, SubwordSampling
+from pipeline.train.checkpoints import run_checkpoints
 from pipeline.train.config import TrainConfig
 from pipeline.train.trainer import (
     FAULT_ENV,
@@ -23,7 +27,7 @@ from pipeline.train.trainer import (
     train_model,
     worker_job,
 )
-from pipeline.train.worker import FaultInjection
+from pipeline.train.worker import FaultInjection, ValidationSet, validation_scores
 from pipeline.translate.settings import DecodeSettings
 from pipeline.translate.translator import Translator
 
@@ -89,6 +93,44 @@ def test_rerunning_the_same_command_resumes(data_dir, tmp_path):
     assert second.steps == 80 and second.resumes == 1
     assert [int(r["step"]) for r in metric_rows(out)] == [20, 40, 60, 80]
     assert (out / "model" / "weights.pt").is_file()
+
+
+def test_average_last_keeps_its_checkpoints_and_exports_the_better_model(data_dir, tmp_path):
+    """With `average_last` Ray keeps every checkpoint (here more than `checkpoints_to_keep`),
+    the export is the better by validation BLEU of the best checkpoint and the average of
+    the last two, and `nmt average` gives that same average. The run also trains on noised
+    and re-sampled pairs, so the worker's rewriting runs too."""
+    out = tmp_path / "run"
+    config = TINY.override(
+        max_steps=30,
+        valid_every=10,
+        checkpoints_to_keep=1,
+        average_last=2,
+        noise=NoiseSettings(drop_final_punct=0.2, lowercase_source=0.2, space_noise=0.1),
+        subword_sampling=SubwordSampling(alpha=0.2),
+    )
+    summary = train_model(data_dir, out, config)
+    assert summary.steps == 30
+    assert [c.step for c in run_checkpoints(out)] == [10, 20, 30]
+    meta = json.loads((out / "model" / "meta.json").read_text())
+    assert [c["step"] for c in meta["average"]["checkpoints"]] == [20, 30]
+    assert meta["best_checkpoint"]["valid_bleu"] == summary.best_bleu
+    average = tmp_path / "average"
+    assert main(["average", "--run", str(out), "--last", "2", "--out", str(average)]) == 0
+    # validated here as the driver validated it at the end of training: in this process
+    valid = ValidationSet.load(data_dir, config.valid_max_sentences, "en")
+    bleu, _ = validation_scores(load_model(average), valid, config.valid_beam_size)
+    assert meta["average"]["valid_bleu"] == bleu
+    wins = bleu > summary.best_bleu
+    assert meta["exported"] == ("average" if wins else "best checkpoint")
+    assert meta["valid_bleu"] == max(bleu, summary.best_bleu)
+    if wins:
+        reference = load_model(average)
+    else:
+        step = meta["best_checkpoint"]["step"]
+        reference = next(c for c in run_checkpoints(out) if c.step == step).model()
+    exported = load_model(out / "model").state_dict()
+    assert all(torch.equal(exported[k], v) for k, v in reference.state_dict().items())
 
 
 def test_a_worker_failure_restarts_from_the_last_checkpoint(data_dir, tmp_path, monkeypatch):

@@ -274,3 +274,38 @@ def test_evaluate_reads_the_real_gzipped_corpus(capsys, monkeypatch, tiny_model_
     argv += ["--src", str(data / "test_2016_flickr.de.gz"), "--ref", str(data / "val.en.gz")]
     code, _, err = run_nmt(capsys, monkeypatch, argv)
     assert code == 2 and "has 1000 lines but" in err and "1014" in err
+
+
+def test_evaluate_scores_rewritten_sources_beside_the_untouched_ones(
+    tiny_model_dir, tmp_path, capsys, monkeypatch
+):
+    src = write_lines(tmp_path / "test.de", GERMAN[:12])
+    ref = write_lines(tmp_path / "test.en", ENGLISH[:12])
+    argv = ["evaluate", "--model", f"{tiny_model_dir}+{tiny_model_dir}", "--src", str(src)]
+    argv += ["--ref", str(ref), "--beam-size", "1", "--lowercase-bleu"]
+    rewrites = ["--rewrite-source", "none", "strip-final-punct", "--rewrite-source", "both"]
+    code, out, _ = run_nmt(capsys, monkeypatch, [*argv, *rewrites, "--json"])
+    assert code == 0
+    (system,) = json.loads(out)["systems"]  # an A+B spec is one system
+    assert system["name"] == "tiny-de-en+tiny-de-en" and "+" in system["model"]
+    assert list(system["rewrites"]) == ["strip-final-punct", "both"]
+    translator = Translator(tiny_model_dir, settings=DecodeSettings(beam_size=1))
+    rewritten = {
+        "strip-final-punct": [german.rstrip(".") for german in GERMAN[:12]],
+        "both": [german.rstrip(".").lower() for german in GERMAN[:12]],
+    }
+    for name, sources in rewritten.items():
+        hypotheses = [t.text for t in translator.translate(sources)]
+        direct = sacrebleu.BLEU(lowercase=True).corpus_score(hypotheses, [ENGLISH[:12]])
+        assert system["rewrites"][name]["bleu"]["score"] == pytest.approx(direct.score)
+        assert system["rewrites"][name]["bleu"]["case"] == "lc"
+    untouched = [t.text for t in translator.translate(GERMAN[:12])]
+    assert system["bleu"]["score"] == pytest.approx(
+        sacrebleu.BLEU(lowercase=True).corpus_score(untouched, [ENGLISH[:12]]).score
+    )
+
+    code, out, _ = run_nmt(capsys, monkeypatch, [*argv, *rewrites])
+    assert code == 0 and "BLEU|nrefs:1|case:lc|" in out
+    assert "| system | untouched | strip-final-punct | both |" in out
+    with pytest.raises(SystemExit, match="2"):
+        run_nmt(capsys, monkeypatch, [*argv, "--rewrite-source", "uppercase"])

@@ -14,6 +14,10 @@ EXAMPLES = """examples:
   nmt train --data runs/data/multi30k-de-en --out runs/exp/de-en --resume   # continue a run
   nmt train --data runs/data/multi30k-de-en --out runs/exp/de-en --gpu --workers 4 --time-budget 60
   nmt train --data s3://bucket/data/multi30k-de-en --out s3://bucket/exp/de-en --workers 4
+  nmt train --data runs/data/multi30k-de-en --out runs/exp/de-en --average-last 5
+
+Input noise and subword regularization are settings of the YAML config (noise:,
+subword_sampling:; see docs/train.md).
 """
 
 
@@ -44,6 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--valid-every", type=int, help="validate and checkpoint every N steps")
     parser.add_argument(
+        "--average-last",
+        type=int,
+        metavar="N",
+        help="at the end, average the last N checkpoints and export the average if it "
+        "validates better than the best checkpoint (keeps every checkpoint)",
+    )
+    parser.add_argument(
         "--resume",
         action="store_true",
         help="require a previous run in --out to continue (re-running the same "
@@ -62,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         max_epochs=args.max_epochs,
         time_budget_minutes=args.time_budget,
         valid_every=args.valid_every,
+        average_last=args.average_last,
     )
     summary = train_model(args.data, args.out, config, resume=args.resume)
     print(summary.describe())

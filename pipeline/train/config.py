@@ -11,6 +11,7 @@ import yaml
 
 from pipeline.errors import UserError
 from pipeline.storage import Location
+from pipeline.train.augment import NoiseSettings, SubwordSampling, settings_from
 
 
 @dataclass
@@ -43,6 +44,10 @@ class TrainConfig:
     valid_max_sentences: int | None = None
     early_stopping_patience: int | None = None  # validations without BLEU improvement
     checkpoints_to_keep: int = 3
+    # Checkpoint averaging at the end: the last N validated checkpoints averaged into one
+    # model, exported instead of the best checkpoint when its validation BLEU is higher
+    # (meta.json says which). Ray then keeps every checkpoint. 0: off.
+    average_last: int = 0
     max_failures: int = 2
     log_every: int = 50
     # Resources.
@@ -55,6 +60,18 @@ class TrainConfig:
     worker_resources: dict = field(default_factory=dict)
     precision: str = "auto"  # "auto" (bf16 autocast on GPU, fp32 on CPU) | "fp32" | "bf16"
     seed: int = 1
+    # Training pairs rewritten on the fly (pipeline/train/augment.py); both off by default.
+    noise: NoiseSettings = field(default_factory=NoiseSettings)  # how people type, on sources
+    subword_sampling: SubwordSampling = field(default_factory=SubwordSampling)
+
+    def __post_init__(self) -> None:
+        # YAML gives the nested settings as mappings
+        self.noise = settings_from(NoiseSettings, self.noise, "noise")
+        self.subword_sampling = settings_from(
+            SubwordSampling, self.subword_sampling, "subword_sampling"
+        )
+        if self.average_last < 0:
+            raise UserError(f"average_last must be 0 (off) or more, not {self.average_last}")
 
     @classmethod
     def from_yaml(cls, path: str | Path | Location) -> TrainConfig:

@@ -2,7 +2,8 @@
 
 The driver checks the prepared data, builds the model config from it, hands the worker loop
 (`pipeline.train.worker.train_func`) to a TorchTrainer, and when the run ends exports the
-best checkpoint (by validation BLEU) as `OUT/model/`, plus `metrics.csv` and a plot.
+best checkpoint (by validation BLEU) as `OUT/model/`, plus `metrics.csv` and a plot; with
+`average_last` the average of the last checkpoints instead, when it validates better.
 Re-running with the same `--out` resumes from the latest checkpoint.
 
 `--data` and `--out` are local paths or URIs (s3://bucket/path, ...): Ray Data reads the
@@ -22,17 +23,19 @@ from typing import TYPE_CHECKING
 from pipeline.corpus.tokenizer import SRC_SPM, TGT_SPM, Tokenizer
 from pipeline.errors import UserError
 from pipeline.storage import Location
+from pipeline.train.augment import Augmentation
+from pipeline.train.checkpoints import RAY_RUN_NAME, RunCheckpoint, run_checkpoints
 from pipeline.train.config import TrainConfig
 
 if TYPE_CHECKING:  # heavy imports, deferred so that `nmt train --help` stays fast
     import ray
-    from ray.train import Checkpoint, Result
+    from ray.train import CheckpointConfig, Result
     from ray.train.torch import TorchTrainer
 
     from models.config import ModelConfig
+    from models.seq2seq import Seq2Seq
     from pipeline.train.worker import FaultInjection, WorkerJob
 
-RAY_RUN_NAME = "ray_train"
 EFFECTIVE_CONFIG = "train_config.yaml"
 EXPORTED = ("model", "metrics.csv", "training.png")  # what export_run writes into OUT
 FAULT_ENV = "NMT_INJECT_FAILURE_AT_STEP"  # test-only, see pipeline.train.worker.FaultInjection
@@ -47,12 +50,14 @@ class TrainSummary:
     resumes: int = 0
     target_tokens: int = 0
     train_seconds: float = 0.0  # excluding validation
+    exported: str = "best checkpoint"  # or "average of the last N checkpoints (BLEU ...)"
 
     def describe(self) -> str:
         resumed = f" (resumed {self.resumes}x from checkpoints)" if self.resumes else ""
         return (
             f"trained {self.steps} steps{resumed}; best validation BLEU {self.best_bleu:.2f}\n"
-            f"  model:   {self.model_dir}\n  metrics: {self.out_dir / 'metrics.csv'}\n"
+            f"  model:   {self.model_dir} ({self.exported})\n"
+            f"  metrics: {self.out_dir / 'metrics.csv'}\n"
             f"  plot:    {self.out_dir / 'training.png'}"
         )
 
@@ -77,7 +82,7 @@ def train_model(
         ray.init(logging_level="WARNING")
     trainer = build_trainer(data, out, config, model_config, stats)
     result = trainer.fit()
-    return export_run(result, data, out, stats)
+    return export_run(result, data, out, stats, config)
 
 
 def check_prepared_data(data: Location) -> dict:
@@ -130,7 +135,7 @@ def build_trainer(
 ) -> TorchTrainer:
     """The TorchTrainer of a run: `config.workers` workers running `train_func` on the train
     split, checkpoints (the best by validation BLEU kept) and restarts under `out`."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from pipeline.train.worker import train_func
@@ -149,13 +154,22 @@ def build_trainer(
         run_config=RunConfig(
             name=RAY_RUN_NAME,
             storage_path=out.uri,  # Ray Train opens a URI through pyarrow itself
-            checkpoint_config=CheckpointConfig(
-                num_to_keep=config.checkpoints_to_keep,
-                checkpoint_score_attribute="valid_bleu",
-                checkpoint_score_order="max",
-            ),
+            checkpoint_config=checkpoint_config(config),
             failure_config=FailureConfig(max_failures=config.max_failures),
         ),
+    )
+
+
+def checkpoint_config(config: TrainConfig) -> CheckpointConfig:
+    """Ray keeps the best `checkpoints_to_keep` checkpoints by validation BLEU (and the
+    latest, to resume from). `average_last` N needs the last N whatever their BLEU as well,
+    and no single ranking keeps both the best and the latest N, so then it keeps them all."""
+    from ray.train import CheckpointConfig
+
+    return CheckpointConfig(
+        num_to_keep=None if config.average_last else config.checkpoints_to_keep,
+        checkpoint_score_attribute="valid_bleu",
+        checkpoint_score_order="max",
     )
 
 
@@ -176,6 +190,20 @@ def worker_job(
         valid=ValidationSet.load(data, config.valid_max_sentences, stats["tgt_lang"]),
         threads=_threads_per_worker(config, cpus_per_worker),
         inject_failure=fault_injection(out),
+        augment=augmentation(data, config),
+    )
+
+
+def augmentation(data: Location, config: TrainConfig) -> Augmentation | None:
+    """What rewrites the training pairs on the fly (noise, subword sampling); None when
+    neither is on, so that the pairs go to batching as read."""
+    if not (config.noise.enabled or config.subword_sampling.enabled):
+        return None
+    return Augmentation(
+        config.noise,
+        config.subword_sampling,
+        src_spm=(data / SRC_SPM).read_bytes(),
+        tgt_spm=(data / TGT_SPM).read_bytes(),
     )
 
 
@@ -223,10 +251,13 @@ def _threads_per_worker(config: TrainConfig, cpus_per_worker: float) -> int:
     return max(1, int(cpus_per_worker))
 
 
-def export_run(result: Result, data: Location, out: Location, stats: dict) -> TrainSummary:
-    """Best checkpoint -> OUT/model (a model dir); history -> metrics.csv and training.png.
-    For a remote OUT they are written into a local temp dir, then uploaded."""
-    from pipeline.train.worker import PROGRESS_FILE
+def export_run(
+    result: Result, data: Location, out: Location, stats: dict, config: TrainConfig
+) -> TrainSummary:
+    """Best checkpoint (or, with `average_last`, the better of it and the average) ->
+    OUT/model (a model dir); history -> metrics.csv and training.png. For a remote OUT they
+    are written into a local temp dir, then uploaded."""
+    from pipeline.train.checkpoints import PROGRESS_FILE
 
     if result.error:
         raise result.error
@@ -236,16 +267,23 @@ def export_run(result: Result, data: Location, out: Location, stats: dict) -> Tr
     best_checkpoint, best_metrics = max(scored, key=lambda cm: (cm[1]["valid_bleu"], cm[1]["step"]))
     with result.checkpoint.as_directory() as directory:
         progress = json.loads((Path(directory) / PROGRESS_FILE).read_text())
+    best = RunCheckpoint(
+        _location_of(best_checkpoint), best_metrics["step"], best_metrics["valid_bleu"]
+    )
+    model = best.model()
+    meta = {
+        "src_lang": stats.get("src_lang"),
+        "tgt_lang": stats.get("tgt_lang"),
+        "name": out.name,
+        "step": best.step,
+        "valid_bleu": best.valid_bleu,
+    }
+    exported = "best checkpoint"
+    if config.average_last:
+        model, meta, exported = better_of_average(model, meta, best, data, out, config, stats)
     with tempfile.TemporaryDirectory() as scratch:
         local = Path(out.path) if out.is_local else Path(scratch) / "out"
-        save_best_model(best_checkpoint, data, local / "model", Path(scratch))
-        meta = {
-            "src_lang": stats.get("src_lang"),
-            "tgt_lang": stats.get("tgt_lang"),
-            "name": out.name,
-            "step": best_metrics["step"],
-            "valid_bleu": best_metrics["valid_bleu"],
-        }
+        save_exported_model(model, data, local / "model", Path(scratch))
         (local / "model" / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         write_metrics(progress["history"], local / "metrics.csv")
         plot_training(progress["history"], local / "training.png")
@@ -261,24 +299,57 @@ def export_run(result: Result, data: Location, out: Location, stats: dict) -> Tr
         progress["resumes"],
         progress["target_tokens"],
         progress["elapsed_seconds"],
+        exported,
     )
 
 
-def save_best_model(checkpoint: Checkpoint, data: Location, model_dir: Path, scratch: Path) -> None:
-    """The checkpoint's model as a model dir, with the dataset's tokenizers beside it."""
-    import torch
+def better_of_average(
+    model: Seq2Seq,
+    meta: dict,
+    best: RunCheckpoint,
+    data: Location,
+    out: Location,
+    config: TrainConfig,
+    stats: dict,
+) -> tuple[Seq2Seq, dict, str]:
+    """The average of the run's last `average_last` checkpoints against the best one
+    (`model`, `meta`): the average is validated as training validates, and exported only
+    when its BLEU is higher. Returns the model to export, its meta.json (saying which, with
+    both BLEUs) and a line for the summary."""
+    from pipeline.train.average import average_checkpoints, average_meta
+    from pipeline.train.checkpoints import select_checkpoints
+    from pipeline.train.worker import ValidationSet, validation_scores
 
-    from models.config import ModelConfig
+    available = run_checkpoints(out)
+    last = select_checkpoints(available, last=min(config.average_last, len(available)))
+    averaged = average_checkpoints(last)
+    valid = ValidationSet.load(data, config.valid_max_sentences, stats["tgt_lang"])
+    bleu, _ = validation_scores(averaged, valid, config.valid_beam_size)
+    summary = average_meta(last, f"last {config.average_last}") | {"valid_bleu": bleu}
+    wins = bleu > best.valid_bleu
+    meta = meta | {
+        "exported": "average" if wins else "best checkpoint",
+        "average": summary,
+        "best_checkpoint": best.describe(),
+    }
+    what = f"average of the last {len(last)} checkpoints: BLEU {bleu:.2f}"
+    if not wins:
+        return model, meta, f"best checkpoint: BLEU {best.valid_bleu:.2f}, {what}"
+    meta |= {"step": last[-1].step, "valid_bleu": bleu}
+    return averaged, meta, f"{what}, best checkpoint: {best.valid_bleu:.2f}"
+
+
+def save_exported_model(model: Seq2Seq, data: Location, model_dir: Path, scratch: Path) -> None:
+    """`model` as a model dir, with the dataset's tokenizers beside it."""
     from models.model_dir import save_model
-    from models.seq2seq import Seq2Seq
-    from pipeline.train.worker import STATE_FILE
 
-    with checkpoint.as_directory() as directory:  # downloads a checkpoint on remote storage
-        model = Seq2Seq(ModelConfig.load(Path(directory) / "config.json"))
-        state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
     tokenizers = {name: _local_file(data / name, scratch / "spm") for name in (SRC_SPM, TGT_SPM)}
     save_model(model, model_dir, tokenizers)
+
+
+def _location_of(checkpoint: ray.train.Checkpoint) -> Location:
+    """A Ray checkpoint's directory as a Location (its filesystem, as Ray opened it)."""
+    return Location(checkpoint.filesystem, checkpoint.path)
 
 
 def _local_file(file: Location, scratch: Path) -> Path:

@@ -33,10 +33,10 @@ from models.seq2seq import Seq2Seq
 from models.training import Batch, collate, token_batches, train_step
 from pipeline.corpus.tokenizer import TGT_SPM, Tokenizer
 from pipeline.storage import Location
+from pipeline.train.augment import Augmentation
+from pipeline.train.checkpoints import PROGRESS_FILE, STATE_FILE
 from pipeline.train.config import TrainConfig
 
-STATE_FILE = "state.pt"
-PROGRESS_FILE = "progress.json"
 FAULT_MARKER = "injected_fault_done"
 JOB_KEY = "job"  # Ray Train's train_loop_config is a dict: {JOB_KEY: WorkerJob}
 VALID_BATCH = 64  # validation sentences decoded together
@@ -93,6 +93,7 @@ class WorkerJob:
     valid: ValidationSet
     threads: int  # torch threads of each worker
     inject_failure: FaultInjection | None = None
+    augment: Augmentation | None = None  # training pairs rewritten on the fly; None: as read
 
     def loop_config(self) -> dict:
         """As `TorchTrainer(train_loop_config=...)` takes it."""
@@ -226,16 +227,23 @@ class WorkerRun:
             self.log_progress(result.loss, meter)
 
     def epoch_batches(self, shard: DataIterator) -> Iterator[Batch]:
-        """This epoch's token batches of this worker's shard (pairs over `max_len` skipped),
-        bucketed by length with a seed of the epoch and rank."""
+        """This epoch's token batches of this worker's shard (rewritten by `job.augment`
+        when set, then pairs over `max_len` skipped), bucketed by length with a seed of the
+        epoch and rank."""
         model, max_len = self.model_config, self.config.max_len
+        seed = self.config.seed * 1000 + self.progress.epoch * 10 + self.rank
+        chunks = (
+            (rows["src_ids"], rows["tgt_ids"])
+            for rows in shard.iter_batches(batch_size=2048, batch_format="numpy")
+        )
+        if self.job.augment is not None:
+            chunks = self.job.augment.apply(chunks, seed)
         pairs = (
             (src, tgt)
-            for rows in shard.iter_batches(batch_size=2048, batch_format="numpy")
-            for src, tgt in zip(rows["src_ids"], rows["tgt_ids"], strict=True)
+            for sources, targets in chunks
+            for src, tgt in zip(sources, targets, strict=True)
             if 0 < len(src) <= max_len and 0 < len(tgt) <= max_len
         )
-        seed = self.config.seed * 1000 + self.progress.epoch * 10 + self.rank
         for chunk in token_batches(
             pairs, self.config.max_tokens, self.config.bucket_window, seed=seed
         ):
@@ -324,37 +332,9 @@ class WorkerRun:
         self.report(metrics)
 
     def validate(self) -> tuple[float, float]:
-        valid = self.job.valid
-        model = self.bare_model.eval()
-        config = self.model_config
-        sources, references = valid.src_ids, valid.tgt_text
-        order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
-        hypotheses: list[str] = [""] * len(sources)
-        loss_sum, tokens = 0.0, 0
-        tokenizer = Tokenizer.from_serialized(valid.tgt_spm)
-        for start in range(0, len(order), VALID_BATCH):
-            chunk = order[start : start + VALID_BATCH]
-            batch = collate(
-                [(sources[i], valid.tgt_ids[i]) for i in chunk],
-                config.pad_id,
-                config.bos_id,
-                config.eos_id,
-            ).to(self.device)
-            with torch.no_grad():
-                loss_sum += float(
-                    model(batch.src, batch.src_len, batch.tgt_in, batch.tgt_out, batch.tgt_len)
-                )
-            tokens += batch.num_target_tokens
-            for i, tokens_out in zip(chunk, self.decode(model, batch), strict=True):
-                hypotheses[i] = tokenizer.decode(tokens_out)
-        bleu = sacrebleu.corpus_bleu(hypotheses, [references], tokenize=valid.bleu_tokenize)
-        return round(bleu.score, 2), loss_sum / max(tokens, 1)
-
-    def decode(self, model: Seq2Seq, batch: Batch) -> list[list[int]]:
-        beam = self.config.valid_beam_size
-        if beam == 1:
-            return [h.tokens for h in greedy_search(model, batch.src, batch.src_len)]
-        return [n[0].tokens for n in beam_search(model, batch.src, batch.src_len, beam)]
+        return validation_scores(
+            self.bare_model, self.job.valid, self.config.valid_beam_size, self.device
+        )
 
     # -- logging and the test-only fault ------------------------------------------------------
     def log(self, message: str) -> None:
@@ -383,6 +363,43 @@ class WorkerRun:
         if not marker.exists():
             marker.write_text(str(self.progress.step))
             raise RuntimeError(f"injected failure at step {self.progress.step}")
+
+
+def validation_scores(
+    model: Seq2Seq, valid: ValidationSet, beam_size: int, device: torch.device | str = "cpu"
+) -> tuple[float, float]:
+    """sacreBLEU (rounded to 2 places) of `model` on the validation set, decoded with beam
+    `beam_size` (1: greedy) in length-sorted batches, and its loss per target token."""
+    model = model.eval()
+    config = model.config
+    sources, references = valid.src_ids, valid.tgt_text
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    hypotheses: list[str] = [""] * len(sources)
+    loss_sum, tokens = 0.0, 0
+    tokenizer = Tokenizer.from_serialized(valid.tgt_spm)
+    for start in range(0, len(order), VALID_BATCH):
+        chunk = order[start : start + VALID_BATCH]
+        batch = collate(
+            [(sources[i], valid.tgt_ids[i]) for i in chunk],
+            config.pad_id,
+            config.bos_id,
+            config.eos_id,
+        ).to(device)
+        with torch.no_grad():
+            loss_sum += float(
+                model(batch.src, batch.src_len, batch.tgt_in, batch.tgt_out, batch.tgt_len)
+            )
+        tokens += batch.num_target_tokens
+        for i, tokens_out in zip(chunk, _decode(model, batch, beam_size), strict=True):
+            hypotheses[i] = tokenizer.decode(tokens_out)
+    bleu = sacrebleu.corpus_bleu(hypotheses, [references], tokenize=valid.bleu_tokenize)
+    return round(bleu.score, 2), loss_sum / max(tokens, 1)
+
+
+def _decode(model: Seq2Seq, batch: Batch, beam_size: int) -> list[list[int]]:
+    if beam_size == 1:
+        return [h.tokens for h in greedy_search(model, batch.src, batch.src_len)]
+    return [n[0].tokens for n in beam_search(model, batch.src, batch.src_len, beam_size)]
 
 
 class LearningRate:

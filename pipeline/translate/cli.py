@@ -21,8 +21,11 @@ EXAMPLES = """examples:
   nmt translate --model runs/exp/de-en --n-best 3 < test.de    # text<TAB>score, 3 per line
   echo "Ein Mann fährt Fahrrad." | nmt translate --model runs/exp/de-en --attention-plot a.png
   nmt translate --model runs/exp/de-en --input test.de --attention-plot heatmaps/  # one per line
+  nmt translate --model runs/exp/de-en+runs/exp/de-en-2 --input test.de   # an ensemble of two
 
---model takes a model dir or a training run dir (its model/ is used). --attention-plot
+--model takes a model dir or a training run dir (its model/ is used); A+B is the ensemble
+of A and B (the mean of their log-probabilities at every step; they must share their
+vocabularies), whose attention plot shows the mean of their attention. --attention-plot
 ending in .png draws the first non-blank line; anything else is a directory that gets
 line-000001.png, line-000002.png, ... for every non-blank line.
 """
@@ -40,7 +43,9 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, omit: tuple[str, ...
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", required=True, help="model dir or training run dir (path or URI)"
+        "--model",
+        required=True,
+        help="model dir or training run dir (path or URI); A+B: the ensemble of A and B",
     )
     parser.add_argument("--input", help="text file, one sentence a line, .gz ok (default: stdin)")
     parser.add_argument("--output", help="where translations go, .gz ok (default: stdout)")

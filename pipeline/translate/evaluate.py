@@ -2,7 +2,11 @@
 
 Several `--model`s are decoded on the same test set and compared in one table and one plot:
 that is how the attention model and the fixed-context baseline are set side by side
-(Bahdanau et al. 2014, Fig. 2).
+(Bahdanau et al. 2014, Fig. 2). A `--model A+B` is one system, the ensemble of A and B.
+
+`--rewrite-source` also scores each system on the sources rewritten the way people type
+(final punctuation stripped, lower-cased, or both) against the same references, beside the
+untouched sources; `--lowercase-bleu` makes BLEU case-insensitive.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pipeline.corpus.rewrite import SOURCE_REWRITES
 from pipeline.errors import UserError
 from pipeline.translate.cli import add_decoding_arguments, load_translator
 
@@ -28,6 +33,9 @@ EXAMPLES = """examples:
   nmt evaluate --model runs/exp/rnnsearch --model runs/exp/baseline \\
       --src test.de.gz --ref test.en.gz --by-length bleu_by_length.png   # side by side
   nmt evaluate --model runs/exp/en-zh --src test.en --ref test.zh --json   # tok:zh from meta.json
+  nmt evaluate --model runs/exp/a+runs/exp/b --src test.de.gz --ref test.en.gz   # an ensemble
+  nmt evaluate --model runs/exp/de-en --src test.de.gz --ref test.en.gz \\
+      --rewrite-source strip-final-punct lowercase both --lowercase-bleu   # as people type
 
 Scores are sacreBLEU's on detokenized output against the raw references. The BLEU tokenizer
 is zh when the model's meta.json says tgt_lang zh (13a otherwise); --tokenize overrides it.
@@ -55,7 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         action="append",
         required=True,
-        help="model dir or training run dir; repeat to compare models on the same test set",
+        help="model dir or training run dir (A+B: their ensemble); repeat to compare models "
+        "on the same test set",
     )
     parser.add_argument("--src", required=True, help="source sentences, one a line (.gz ok)")
     parser.add_argument(
@@ -82,6 +91,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="also write the translations (several models: FILE.1, FILE.2, ...)",
     )
+    parser.add_argument(
+        "--rewrite-source",
+        nargs="+",
+        action="extend",
+        choices=list(SOURCE_REWRITES),
+        default=[],
+        metavar="REWRITE",
+        help="also score on the sources rewritten: "
+        f"{', '.join(SOURCE_REWRITES)} (repeatable; default: none)",
+    )
+    parser.add_argument(
+        "--lowercase-bleu", action="store_true", help="case-insensitive BLEU (sacreBLEU -lc)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     add_decoding_arguments(parser, omit=("n_best",))
 
@@ -101,12 +123,18 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--bucket-width and --min-bucket must be at least 1")
     translators = [load_translator(model, args) for model in args.model]
     report = {"src": args.src, "ref": args.ref, "sentences": len(sources), "systems": []}
+    scoring = Scoring(references, args.tokenize, args.lowercase_bleu)
     if sources:  # an empty test set is not an error: there is just nothing to score
         decoded = [decode(translator, sources) for translator in translators]
         report["systems"] = [
-            score_system(translator, hypotheses, seconds, references, args.tokenize)
+            score_system(
+                translator, hypotheses, seconds, references, args.tokenize, args.lowercase_bleu
+            )
             for translator, (hypotheses, seconds) in zip(translators, decoded, strict=True)
         ]
+        rewrites = [name for name in dict.fromkeys(args.rewrite_source) if name != "none"]
+        for translator, system in zip(translators, report["systems"], strict=True):
+            system["rewrites"] = score_rewrites(translator, sources, rewrites, scoring)
         hypotheses_by_system = [hypotheses for hypotheses, _ in decoded]
         if args.by_length:
             report["by_length"] = by_length(
@@ -125,34 +153,68 @@ def decode(translator: Translator, sources: list[str]) -> tuple[list[str], float
     return hypotheses, time.perf_counter() - start
 
 
+@dataclass(frozen=True)
+class Scoring:
+    """How every system is scored: the references, sacreBLEU's tokenizer (None: from the
+    target language) and whether BLEU ignores case."""
+
+    references: list[list[str]]
+    tokenize: str | None = None
+    lowercase: bool = False
+
+    def scores(self, tgt_lang: str | None, hypotheses: list[str], seconds: float) -> dict:
+        """BLEU, chrF and the speed of one decoding of the test set."""
+        bleu, chrf = metrics(tgt_lang, self.tokenize, self.lowercase)
+        return {
+            "bleu": _score_json(bleu, bleu.corpus_score(hypotheses, self.references)),
+            "chrf": _score_json(chrf, chrf.corpus_score(hypotheses, self.references)),
+            "seconds": round(seconds, 3),
+            "sentences_per_second": round(len(hypotheses) / seconds, 2),
+        }
+
+
 def score_system(
     translator: Translator,
     hypotheses: list[str],
     seconds: float,
     references: list[list[str]],
     tokenize: str | None,
+    lowercase: bool = False,
 ) -> dict:
     """BLEU, chrF and speed of one model's translations, with the settings that made them."""
-    bleu, chrf = metrics(translator.meta.get("tgt_lang"), tokenize)
+    scoring = Scoring(references, tokenize, lowercase)
     settings = translator.settings
     return {
         "name": translator.name,
-        "model": translator.source.uri,
+        "model": translator.uri,
         "beam_size": settings.beam_size,
         "alpha": settings.alpha,
         "beam_prune": settings.beam_prune if settings.beam_size > 1 else None,
         "batch_size": settings.batch_size,
         "device": str(translator.device),
         "precision": settings.precision,
-        "bleu": _score_json(bleu, bleu.corpus_score(hypotheses, references)),
-        "chrf": _score_json(chrf, chrf.corpus_score(hypotheses, references)),
-        "seconds": round(seconds, 3),
-        "sentences_per_second": round(len(hypotheses) / seconds, 2),
+        **scoring.scores(translator.meta.get("tgt_lang"), hypotheses, seconds),
     }
 
 
-def metrics(tgt_lang: str | None, tokenize: str | None) -> tuple[BLEU, CHRF]:
-    """sacreBLEU's BLEU (zh tokenizer for Chinese targets unless `tokenize` says) and chrF."""
+def score_rewrites(
+    translator: Translator, sources: list[str], rewrites: list[str], scoring: Scoring
+) -> dict[str, dict]:
+    """Rewrite name -> the scores of `translator` on the sources rewritten so (same
+    references)."""
+    tgt_lang = translator.meta.get("tgt_lang")
+    results = {}
+    for name in rewrites:
+        hypotheses, seconds = decode(translator, [SOURCE_REWRITES[name](s) for s in sources])
+        results[name] = scoring.scores(tgt_lang, hypotheses, seconds)
+    return results
+
+
+def metrics(
+    tgt_lang: str | None, tokenize: str | None, lowercase: bool = False
+) -> tuple[BLEU, CHRF]:
+    """sacreBLEU's BLEU (zh tokenizer for Chinese targets unless `tokenize` says;
+    case-insensitive with `lowercase`) and chrF."""
     from sacrebleu.metrics import BLEU, CHRF
 
     if tokenize is None:
@@ -160,7 +222,7 @@ def metrics(tgt_lang: str | None, tokenize: str | None) -> tuple[BLEU, CHRF]:
     if tokenize not in BLEU.TOKENIZERS:
         raise UserError(f"--tokenize {tokenize}: choose one of {', '.join(BLEU.TOKENIZERS)}")
     try:
-        return BLEU(tokenize=tokenize), CHRF()
+        return BLEU(tokenize=tokenize, lowercase=lowercase), CHRF()
     except Exception as error:  # e.g. ja-mecab without its optional package
         raise UserError(f"sacreBLEU cannot use --tokenize {tokenize}: {error}") from None
 
@@ -210,7 +272,7 @@ def by_length(
     for name, system, hypotheses in zip(
         _unique_names(systems), systems, hypotheses_by_system, strict=True
     ):
-        bleu, _ = metrics(None, system["bleu"]["tok"])
+        bleu, _ = metrics(None, system["bleu"]["tok"], args.lowercase_bleu)
         bleu_by_system[name] = [
             bleu.corpus_score(
                 [hypotheses[i] for i in bucket.indices],
@@ -253,6 +315,8 @@ def format_report(report: dict) -> str:
             f"  speed: {report['sentences']} sentences in {system['seconds']:.1f} s = "
             f"{system['sentences_per_second']:.1f} sentences/s",
         ]
+    if any(system["rewrites"] for system in report["systems"]):
+        lines += ["", *_rewrites_table(report["systems"])]
     if "by_length" in report:
         lines += [
             "",
@@ -272,6 +336,24 @@ def _by_length_table(table: dict) -> list[str]:
         )
     ]
     header = [f"source {table['unit']}", "sentences", *(f"BLEU {name}" for name in names)]
+    return _markdown_table(header, rows)
+
+
+def _rewrites_table(systems: list[dict]) -> list[str]:
+    """BLEU per system on the untouched and on each rewritten source, in Markdown."""
+    rewrites = list(systems[0]["rewrites"])
+    header = ["system", "untouched", *rewrites]
+    rows = [
+        [name, *(f"{s['bleu']['score']:.2f}" for s in (system, *system["rewrites"].values()))]
+        for name, system in zip(_unique_names(systems), systems, strict=True)
+    ]
+    return [
+        f"BLEU on rewritten sources ({systems[0]['bleu']['signature']})",
+        *_markdown_table(header, rows),
+    ]
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [
         "| " + " | ".join(header) + " |",
         "|" + " --- |" * len(header),

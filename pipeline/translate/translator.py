@@ -3,6 +3,9 @@
 A model dir (or a training run dir holding `model/`) -> batched, length-sorted beam search
 over strings, output restored to input order. The CLI, the Serve deployment and bulk
 translation all use it.
+
+A model spec may join several model dirs with `+` (`runs/a+runs/b`), or be a list of them:
+an ensemble (`models.ensemble`), decoded with the mean of the models' log-probabilities.
 """
 
 from __future__ import annotations
@@ -14,14 +17,18 @@ from pathlib import Path
 
 import torch
 
+from models.ensemble import Ensemble
 from models.model_dir import CONFIG_FILE, load_model
 from models.search import Hypothesis, beam_search, greedy_search
-from pipeline.corpus.tokenizer import load_pair
+from models.seq2seq import Seq2Seq
+from pipeline.corpus.tokenizer import SRC_SPM, TGT_SPM, load_pair
 from pipeline.errors import UserError
 from pipeline.storage import Location, local_copy
 from pipeline.translate.settings import DecodeSettings
 
 META_FILE = "meta.json"
+MEMBER_SEPARATOR = "+"  # joins the model dirs of an ensemble in one model spec
+ModelSpec = str | Path | Sequence[str | Path]  # a model, "A+B", or [A, B]
 
 
 @dataclass
@@ -52,8 +59,29 @@ def resolve_model_dir(path: str | Path) -> Path:
     return local_copy(find_model_dir(path), "models")
 
 
+def model_spec_paths(spec: ModelSpec) -> list[str | Path]:
+    """The model or run dirs of a spec: one path or URI, several joined with `+`, or a list
+    (whose items are taken whole). A path that exists as written is one model, `+` or not."""
+    if not isinstance(spec, str | Path):
+        paths = list(spec)
+    elif MEMBER_SEPARATOR not in str(spec) or Location.of(spec).exists():
+        paths = [spec]
+    else:
+        paths = str(spec).split(MEMBER_SEPARATOR)
+    if not paths or any(not str(path).strip() for path in paths):
+        raise UserError(f"model spec {spec!r} names an empty model: join model dirs as A+B")
+    return paths
+
+
+def model_spec_uri(spec: ModelSpec) -> str:
+    """The spec with each model resolved to its model dir's absolute path or URI (for
+    processes that do not share this one's working dir), joined with `+`."""
+    return MEMBER_SEPARATOR.join(find_model_dir(path).uri for path in model_spec_paths(spec))
+
+
 class Translator:
-    """Loads a model dir once and translates lists of strings.
+    """Loads a model dir (or the model dirs of an ensemble) once and translates lists of
+    strings.
 
     Sentences are sorted by length before batching, so each batch holds similar lengths
     and little padding; results come back in input order. Empty (or blank) inputs give
@@ -62,19 +90,23 @@ class Translator:
 
     def __init__(
         self,
-        model_path: str | Path,
+        model_path: ModelSpec,
         device: str = "cpu",
         settings: DecodeSettings | None = None,
     ) -> None:
-        self.source = find_model_dir(model_path)  # where the model lives (path or URI)
-        self.model_dir = local_copy(self.source, "models")
+        # where the models live (paths or URIs); `source` and `model_dir` are the first's
+        self.sources = [find_model_dir(path) for path in model_spec_paths(model_path)]
+        self.source = self.sources[0]
+        self.model_dirs = [local_copy(source, "models") for source in self.sources]
+        self.model_dir = self.model_dirs[0]
         try:
-            self.model = load_model(self.model_dir, device)
+            models = [load_model(directory, device) for directory in self.model_dirs]
             self.src_tokenizer, self.tgt_tokenizer = load_pair(self.model_dir)
         except (FileNotFoundError, ValueError) as error:
             raise UserError(str(error)) from None
-        meta_file = self.model_dir / META_FILE
-        self.meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        self.metas = [_read_meta(directory) for directory in self.model_dirs]
+        self.meta = self.metas[0]
+        self.model: Seq2Seq | Ensemble = models[0] if len(models) == 1 else self._ensemble(models)
         self.device = torch.device(device)
         self.settings = settings = settings or DecodeSettings()
         if settings.precision == "bf16":
@@ -82,13 +114,47 @@ class Translator:
             # cache is off under the search's inference_mode).
             self.model.store_linear_weights_in(torch.bfloat16)
 
+    def _ensemble(self, models: list[Seq2Seq]) -> Ensemble:
+        """The members as one Ensemble; a UserError names what a member does not share with
+        the first (vocabulary sizes and ids, sentencepiece models, languages)."""
+        first, first_dir = self.sources[0], self.model_dirs[0]
+        try:
+            ensemble = Ensemble(models)
+        except ValueError as error:
+            raise UserError(f"cannot ensemble {self.uri}: {error}") from None
+        for source, directory, meta in zip(self.sources, self.model_dirs, self.metas, strict=True):
+            for name in (SRC_SPM, TGT_SPM):
+                if (directory / name).read_bytes() != (first_dir / name).read_bytes():
+                    raise UserError(
+                        f"cannot ensemble {first} and {source}: their sentencepiece models "
+                        f"{name} differ (the models of an ensemble must share vocabularies)"
+                    )
+            for key in ("src_lang", "tgt_lang"):
+                if None not in (meta.get(key), self.meta.get(key)) and meta[key] != self.meta[key]:
+                    raise UserError(
+                        f"cannot ensemble {first} and {source}: {key} {self.meta[key]} "
+                        f"against {meta[key]}"
+                    )
+        return ensemble
+
     @property
     def name(self) -> str:
-        return self.meta.get("name") or self.source.parent.name
+        """The model's name (meta.json's, else its dir's); an ensemble's joins its models'."""
+        names = [
+            meta.get("name") or source.parent.name
+            for meta, source in zip(self.metas, self.sources, strict=True)
+        ]
+        return MEMBER_SEPARATOR.join(names)
+
+    @property
+    def uri(self) -> str:
+        """Where the model dir is (path or URI); an ensemble's joined with `+`."""
+        return MEMBER_SEPARATOR.join(source.uri for source in self.sources)
 
     def info(self) -> dict:
-        """What the model is: languages, config, vocabulary sizes."""
-        return {
+        """What the model is: languages, config, vocabulary sizes (and an ensemble's
+        `members`)."""
+        info = {
             "name": self.name,
             "src_lang": self.meta.get("src_lang"),
             "tgt_lang": self.meta.get("tgt_lang"),
@@ -97,6 +163,9 @@ class Translator:
             "tgt_vocab_size": self.tgt_tokenizer.vocab_size,
             "parameters": self.model.num_parameters(),
         }
+        if len(self.sources) > 1:
+            info["members"] = [source.uri for source in self.sources]
+        return info
 
     def translate(
         self,
@@ -164,3 +233,8 @@ class Translator:
             if best.attention is not None:
                 translation.attention = best.attention.tolist()
         return translation
+
+
+def _read_meta(model_dir: Path) -> dict:
+    meta_file = model_dir / META_FILE
+    return json.loads(meta_file.read_text()) if meta_file.is_file() else {}
