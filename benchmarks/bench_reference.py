@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from joeynmt_reference import JoeyTraining, Reference
 
@@ -129,11 +129,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def fail(message: str) -> NoReturn:
+    """One line on stderr and exit status 2, as `nmt` does for bad input."""
+    print(message, file=sys.stderr)
+    sys.exit(2)
+
+
 def check_shared() -> None:
     needed = [PEER_DIR / "README.md", MULTI30K / "train.de.gz", MULTI30K / f"{TEST}.en.gz"]
     missing = [str(path) for path in needed if not path.is_file()]
     if missing:
-        sys.exit(
+        fail(
             f"bench_reference: {SHARED} does not hold the reference and the data "
             f"(missing {', '.join(missing)}): run it in a checkout beside ../shared"
         )
@@ -489,7 +495,7 @@ def decode_half(args: argparse.Namespace, reference: Reference, results: Results
 
     model_dir = our_run_dir(args)
     if not reference.has_model() or not (model_dir / "model").is_dir():
-        sys.exit("bench_reference: no trained models in --cache-dir: run without --only first")
+        fail("bench_reference: no trained models in --cache-dir: run without --only first")
     trained = args.cache_dir / "models_trained.json"
     results.models_trained = results.models_trained or json.loads(trained.read_text())
     sources, refs = (read_lines(MULTI30K / f"{TEST}.{lang}.gz") for lang in ("de", "en"))
@@ -661,7 +667,7 @@ def setup(args: argparse.Namespace) -> Reference:
         PEER_DIR, args.cache_dir / "joeynmt-venv", args.cache_dir / "joeynmt", args.threads
     )
     if args.skip_install and not reference.installed():
-        sys.exit(f"bench_reference: --skip-install, but {reference.venv} lacks Joey NMT 2.3.0")
+        fail(f"bench_reference: --skip-install, but {reference.venv} lacks Joey NMT 2.3.0")
     reference.install()
     reference.prepare_data(MULTI30K)
     reference.write_configs()
