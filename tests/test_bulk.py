@@ -228,7 +228,8 @@ def test_missing_or_duplicated_rows_are_reported(finished_job, store, tmp_path):
     )
     _, problems = count_outputs(fragments, output, "error", "doc_id")
     assert problems == [
-        f"{fragments[0].path}: the 'doc_id' values of the outputs differ from the input"
+        f"{fragments[0].path}: the 'doc_id' values of the outputs differ from the input: "
+        "1 missing, 1 extra"
     ]
 
 
@@ -431,3 +432,99 @@ def test_a_job_file_from_before_routing_resumes(finished_job, store, tiny_model_
     (output / JOB_FILE).write_text(json.dumps(job))
     manifest = bulk_translate(str(tiny_model_dir), str(store[0]), str(output), options(resume=True))
     assert manifest["rows_out"] == 30 and manifest["fragments_translated"] == 0
+
+
+# -- bad stores: error cells or one clear line, never a traceback, never rows lost ----------
+def write_bad_rows_store(directory: Path) -> None:
+    """A good file, a file whose text column holds integers, one of lists of strings, one
+    with an over-long document, and an empty file."""
+    directory.mkdir()
+    tables = {
+        "good": pa.table({"doc_id": [0, 1], "body": GERMAN[:2]}),
+        "numbers": pa.table({"doc_id": [2, 3], "body": [7, 8]}),
+        "lists": pa.table({"doc_id": [4, 5], "body": [[GERMAN[2]], [GERMAN[3], GERMAN[4]]]}),
+        "long": pa.table({"doc_id": [6], "body": ["Ein Hund läuft. " * 40]}),
+        "empty": pa.table({"doc_id": pa.array([], pa.int64()), "body": pa.array([], pa.string())}),
+    }
+    for name, table in tables.items():
+        pq.write_table(table, directory / f"{name}.parquet")
+
+
+def test_bad_rows_get_error_cells_and_every_row_comes_out(ray_cluster, tiny_model_dir, tmp_path):
+    write_bad_rows_store(tmp_path / "store")
+    output = tmp_path / "out"
+    manifest = bulk_translate(str(tiny_model_dir), str(tmp_path / "store"), str(output), options())
+    assert (manifest["rows_in"], manifest["rows_out"], manifest["rows_with_errors"]) == (7, 7, 5)
+    # one file at a time: the body column's type differs between them
+    rows = {row["doc_id"]: row for part in output.glob("*.parquet") for row in read_rows(part)}
+    assert sorted(rows) == list(range(7))
+    assert all(rows[i]["translation"] and rows[i]["error"] is None for i in (0, 1))
+    assert [rows[i]["error"] for i in (2, 3)] == ["text is not a string but int"] * 2
+    assert [rows[i]["error"] for i in (4, 5)] == ["text is not a string but list"] * 2
+    assert "more than --max-chars 300" in rows[6]["error"]
+
+
+def read_rows(path: Path) -> list[dict]:
+    return pq.read_table(path).to_pylist()
+
+
+def corrupt_data_pages(path: Path) -> None:
+    """Zeros over the first data page, the footer left whole: the file plans, then fails to
+    read."""
+    data = bytearray(path.read_bytes())
+    data[4:200] = bytes(196)
+    path.write_bytes(bytes(data))
+
+
+def test_an_unreadable_file_is_one_clear_error_and_keeps_the_rest(
+    ray_cluster, tiny_model_dir, tmp_path, capsys
+):
+    store = tmp_path / "store"
+    write_bad_rows_store(store)
+    (store / "empty.parquet").unlink()
+    corrupt_data_pages(store / "numbers.parquet")
+    output = tmp_path / "out"
+    argv = ["bulk-translate", "--model", str(tiny_model_dir), "--input", str(store)]
+    argv += ["--output", str(output), "--text-column", "body", "--beam-size", "2"]
+    assert nmt([*argv, "--workers", "1", "--max-chars", "300"]) == 2
+    stderr = capsys.readouterr().err
+    error = stderr.strip().splitlines()[-1]  # after the progress bar
+    assert error.startswith("nmt bulk-translate: error: cannot read ")
+    assert "Traceback" not in stderr
+    assert "numbers.parquet (row group 0)" in error
+    assert not (output / MANIFEST_FILE).exists()
+    assert len(list(output.glob("*.parquet"))) == 3, "the readable files' fragments are kept"
+    # with ids the file is read before anything is translated, with the same kind of line
+    assert nmt([*argv, "--output", str(tmp_path / "ids"), "--id-column", "doc_id"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "cannot read column 'doc_id' of" in error and "numbers.parquet" in error
+    assert "\n" not in error and not (tmp_path / "ids").exists()
+
+
+def test_a_file_that_is_not_parquet_is_refused_before_anything_is_written(
+    tiny_model_dir, tmp_path, capsys
+):
+    store = tmp_path / "store"
+    write_bad_rows_store(store)
+    (store / "notes.parquet").write_text("doc_id,body\n9,Ein Hund.\n")
+    argv = ["bulk-translate", "--model", str(tiny_model_dir), "--input", str(store)]
+    assert nmt([*argv, "--output", str(tmp_path / "out"), "--text-column", "body"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "notes.parquet is not a readable Parquet file" in error and "\n" not in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_duplicate_ids_are_refused_with_a_count_before_anything_is_written(
+    tiny_model_dir, tmp_path, capsys
+):
+    store = tmp_path / "store"
+    store.mkdir()
+    pq.write_table(pa.table({"doc_id": [1, 2, 2, 3], "body": GERMAN[:4]}), store / "a.parquet")
+    pq.write_table(pa.table({"doc_id": [3, 3, 4], "body": GERMAN[4:7]}), store / "b.parquet")
+    argv = ["bulk-translate", "--model", str(tiny_model_dir), "--input", str(store)]
+    argv += ["--output", str(tmp_path / "out"), "--text-column", "body", "--id-column", "doc_id"]
+    assert nmt(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert "--id-column 'doc_id': 2 ids appear more than once in the input" in error
+    assert "(3 rows more than ids), e.g. 2, 3" in error and "\n" not in error
+    assert not (tmp_path / "out").exists()

@@ -9,6 +9,8 @@ the bad-request table, the metrics and the browser test use.
 
 from __future__ import annotations
 
+import http.client
+import json
 import math
 import os
 import re
@@ -81,13 +83,7 @@ def serve_url(metrics_port: int) -> Iterator[str]:
     added = {API_KEY_ENV: API_KEY, **FAST_METRICS}
     os.environ.update(added)
     port = free_port()
-    ray.init(
-        address="local",  # never another session's cluster
-        num_cpus=2,
-        include_dashboard=False,
-        _metrics_export_port=metrics_port,
-        _system_config={"metrics_report_interval_ms": 1000},
-    )
+    init_ray_with_metrics(metrics_port)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         yield f"http://127.0.0.1:{port}"
@@ -96,6 +92,19 @@ def serve_url(metrics_port: int) -> Iterator[str]:
         ray.shutdown()
         for name in added:
             os.environ.pop(name, None)
+
+
+def init_ray_with_metrics(metrics_port: int) -> None:
+    """A local Ray of 2 CPUs exporting metrics on `metrics_port` every second."""
+    import ray
+
+    ray.init(
+        address="local",  # never another session's cluster
+        num_cpus=2,
+        include_dashboard=False,
+        _metrics_export_port=metrics_port,
+        _system_config={"metrics_report_interval_ms": 1000},
+    )
 
 
 def deploy(models: Path | list[str], name: str, **options) -> str:
@@ -245,11 +254,19 @@ def test_health_model_and_docs(url: str, translator: Translator) -> None:
     assert requests.get(f"{url}/docs", timeout=TIMEOUT_S).status_code == 200
 
 
-def test_api_key(serve_url: str, tiny_model_dir: Path) -> None:
+def test_api_key(serve_url: str, tiny_model_dir: Path, tmp_path: Path) -> None:
     from libretranslatepy import LibreTranslateAPI
     from ray import serve
 
-    name = deploy(tiny_model_dir, "secured", api_key_env=API_KEY_ENV, **SMALL_LIMITS)
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_text("# the first with its own rate limit\nslow-key 2\n\nfast-key\n")
+    name = deploy(
+        tiny_model_dir,
+        "secured",
+        api_key_env=API_KEY_ENV,
+        api_keys_file=str(keys_file),
+        **SMALL_LIMITS,
+    )
     url = f"{serve_url}/{name}"
     body = {"text": "Ein Hund läuft."}
     libre = {"q": "Ein Hund läuft.", "source": "de", "target": "en"}
@@ -277,6 +294,13 @@ def test_api_key(serve_url: str, tiny_model_dir: Path) -> None:
         client = LibreTranslateAPI(url, api_key=API_KEY)
         assert client.translate(libre["q"], "de", "en") == right.json()["translations"][0]
         assert requests.get(f"{url}/languages", timeout=TIMEOUT_S).status_code == 200  # open
+        # the file's keys: one limited to 2 requests a minute, one under no limit
+        slow = [post(url, body, headers={"Authorization": "Bearer slow-key"}) for _ in range(3)]
+        assert [r.status_code for r in slow] == [200, 200, 429]
+        assert int(slow[-1].headers["Retry-After"]) >= 1
+        assert "rate limit of 2 requests per minute" in slow[-1].json()["error"]
+        fast = [post(url, {**libre, "api_key": "fast-key"}) for _ in range(3)]
+        assert [r.status_code for r in fast] == [200] * 3
     finally:
         serve.delete(name)
 
@@ -426,6 +450,128 @@ def test_serve_config_yaml_builds_the_application(tiny_model_dir: Path) -> None:
     builder = getattr(importlib.import_module(module_name), builder_name)
     app = builder({**application["args"], "model": str(tiny_model_dir)})
     assert type(app).__name__ == "Application"
+
+
+# -- holding up under load: body size, shedding, deadlines, rate limits -----------------------
+GUARDED = {
+    "max_batch_size": 4,
+    "backlog_batches": 1,  # a replica holds 4 sentences
+    "batch_wait_ms": 3000,  # a batch short of 4 waits 3 s, longer than the deadline
+    "request_timeout_s": 1.0,
+    "retry_after_s": 1.0,
+    "rate_limit": 10,  # per minute and client address
+    "max_body_bytes": 2000,
+    "num_cpus": 0.25,
+}
+
+
+@pytest.fixture(scope="module")
+def guarded(serve_url: str, tiny_model_dir: Path) -> str:
+    """One replica holding at most one batch of 4 sentences, which waits 3 s to fill; a 1 s
+    deadline; 10 requests a minute per client; bodies of at most 2,000 bytes."""
+    return f"{serve_url}/{deploy(tiny_model_dir, 'guarded', **GUARDED)}"
+
+
+def raw_post(url: str, headers: dict[str, str], chunks: list[bytes]) -> tuple[int, dict]:
+    """POST with the given headers, then `chunks` as a chunked body (none: headers only), and
+    the answer's status and JSON body."""
+    parts = url.removeprefix("http://").split("/", 1)
+    host, port = parts[0].split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=TIMEOUT_S)
+    try:
+        connection.putrequest("POST", f"/{parts[1]}/translate")
+        for name, value in headers.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        for chunk in chunks:
+            connection.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        if chunks:
+            connection.send(b"0\r\n\r\n")
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_a_body_over_the_limit_is_413_before_it_is_read(guarded: str, metrics_port: int) -> None:
+    json_type = {"Content-Type": "application/json"}
+    # 30 MB announced and never sent: the answer cannot have waited for the body
+    status, body = raw_post(guarded, {**json_type, "Content-Length": "30000000"}, [])
+    assert status == 413 and "over 2000 bytes" in body["error"] and "\n" not in body["error"]
+    chunked = {**json_type, "Transfer-Encoding": "chunked"}
+    status, body = raw_post(guarded, chunked, [b'{"text": "' + b"a" * 1000] * 5)
+    assert status == 413 and "over 2000 bytes" in body["error"]
+    four = [b'{"text": ["Ein Hund.", "Eine Katze.", ', b'"Ein Mann.", "Eine Frau."]}']
+    status, body = raw_post(guarded, chunked, four)
+    assert status == 200, body  # a chunked body within the limit is read as usual
+    wait_until(
+        lambda: (
+            scrape(metrics_port, "ray_nmt_refused_total", "reason").get("body_too_large", 0) >= 2
+        ),
+        60,
+        "the refused bodies counted",
+    )
+
+
+def test_no_room_is_503_with_retry_after_and_a_deadline_miss_is_504(
+    guarded: str, metrics_port: int
+) -> None:
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # 3 sentences wait for a 4th to fill their batch, past the 1 s deadline
+        waiting = pool.submit(post, guarded, {"text": ["Ein Hund.", "Eine Katze.", "Ein Mann."]})
+        time.sleep(0.4)  # the first request has reached the replica
+        refused = post(guarded, {"text": ["Zwei Hunde.", "Zwei Katzen."]})
+        timed_out = waiting.result()
+    assert refused.status_code == 503, refused.text
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert "busy" in refused.json()["error"] and "\n" not in refused.json()["error"]
+    assert timed_out.status_code == 504, timed_out.text
+    assert "1 s deadline" in timed_out.json()["error"]
+    # the request past its deadline was cancelled on the replica and left its backlog: 3
+    # more sentences are let in (and time out in turn) rather than refused
+    again = post(guarded, {"text": ["Zwei Hunde.", "Zwei Katzen.", "Zwei Frauen."]})
+    assert again.status_code == 504, again.text
+
+    def counted() -> bool:
+        shed = scrape(metrics_port, "ray_nmt_shed_total").get("de-en", 0)
+        return (
+            shed >= 1
+            and scrape(metrics_port, "ray_nmt_deadline_exceeded_total").get("de-en", 0) >= 1
+        )
+
+    wait_until(counted, 60, "the shed and deadline metrics")
+
+
+class SourceAddress(requests.adapters.HTTPAdapter):
+    """Connections from another loopback address: to the server, another client."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, source_address=(self.address, 0), **kwargs)
+
+
+def client_at(address: str) -> requests.Session:
+    session = requests.Session()
+    session.mount("http://", SourceAddress(address))
+    return session
+
+
+def test_rate_limit_per_client_address(guarded: str) -> None:
+    limited, other = client_at("127.0.0.2"), client_at("127.0.0.3")
+    statuses = []
+    for _ in range(12):  # cheap requests: detection only, but they count as any other
+        answer = limited.post(f"{guarded}/detect", data={"q": "Ein Hund."}, timeout=TIMEOUT_S)
+        statuses.append(answer.status_code)
+        if answer.status_code == 429:
+            break
+    assert statuses == [200] * 10 + [429], "a minute's worth, then refused"
+    assert 1 <= int(answer.headers["Retry-After"]) <= 6  # one request per 6 s comes back
+    assert "rate limit of 10 requests per minute" in answer.json()["error"]
+    assert other.post(f"{guarded}/detect", data={"q": "Hund"}, timeout=TIMEOUT_S).ok
+    assert limited.get(f"{guarded}/health", timeout=TIMEOUT_S).ok, "probes are not limited"
 
 
 # -- many models behind one application ------------------------------------------------------
@@ -606,16 +752,16 @@ def test_a_request_never_names_a_path(multi: str, zoo: dict[str, Path]) -> None:
     assert upload.status_code == 400 and "x-www-form-urlencoded" in upload.json()["error"]
 
 
-def scrape(metrics_port: int, name: str) -> dict[str, float]:
-    """model id -> the value of the metric `name` on Ray's Prometheus endpoint (summed over
-    the replicas that report it)."""
+def scrape(metrics_port: int, name: str, tag: str = "model") -> dict[str, float]:
+    """`tag` value (a model id) -> the value of the metric `name` on Ray's Prometheus
+    endpoint (summed over the replicas that report it)."""
     text = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=TIMEOUT_S).text
     values: dict[str, float] = {}
     for line in text.splitlines():
         match = re.match(rf"{name}\{{(.*)\}} ([0-9.e+-]+)$", line)
-        model = match and re.search(r'model="([^"]+)"', match.group(1))
-        if model:
-            values[model.group(1)] = values.get(model.group(1), 0.0) + float(match.group(2))
+        found = match and re.search(rf'{tag}="([^"]+)"', match.group(1))
+        if found:
+            values[found.group(1)] = values.get(found.group(1), 0.0) + float(match.group(2))
     return values
 
 

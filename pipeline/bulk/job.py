@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from tqdm import tqdm
 
@@ -34,6 +34,7 @@ from pipeline.bulk.store import (
     plan_fragments,
     prepare_output_dir,
     read_schema,
+    repeated_ids,
     write_manifest,
 )
 from pipeline.bulk.worker import (
@@ -97,6 +98,8 @@ def bulk_translate(
     started = time.perf_counter()
     files = find_inputs(input)
     check_columns(files, options)
+    if options.id_column:
+        check_unique_ids(files, options.id_column)
     models = _models(model, options)
     routing = plan_routing(
         models, options.source_lang_column, options.detect_source, options.target_lang
@@ -111,11 +114,10 @@ def bulk_translate(
         for index, fragment in enumerate(fragments)
         if fragment.output_name not in finished
     ]
-    failure = None
+    failure, run = None, PoolRun()
     try:
-        workers, peak_rss_mib = (
-            run_fragments(pending, output_dir, models, routing, options) if pending else (0, None)
-        )
+        if pending:
+            run = run_fragments(pending, output_dir, models, routing, options)
     except UserError:
         raise
     except Exception as error:  # Ray reports a failed actor as RayTaskError, ActorDiedError...
@@ -129,14 +131,20 @@ def bulk_translate(
             f"{left} of {len(fragments)} fragments are not translated ({failure[0]}); "
             "the finished ones are kept: rerun with --resume to translate the rest"
         ) from RuntimeError(failure[1])
+    if run.unreadable:
+        more = f" (and {len(run.unreadable) - 1} more)" if len(run.unreadable) > 1 else ""
+        raise UserError(
+            f"cannot read {run.unreadable[0]}{more}; replace the file, then rerun with "
+            "--resume (the other fragments are kept)"
+        )
     counts, problems = count_outputs(fragments, output_dir, ERROR_COLUMN, options.id_column)
     manifest = {
         **asdict(counts),
         "seconds": round(time.perf_counter() - started, 3),
         "fragments": len(fragments),
         "fragments_translated": len(pending),
-        "workers": workers,
-        "worker_peak_rss_mib": peak_rss_mib,
+        "workers": run.workers,
+        "worker_peak_rss_mib": run.peak_rss_mib,
         "job": job,
     }
     if problems:
@@ -163,6 +171,19 @@ def check_columns(files: list[str], options: BulkOptions) -> None:
                     f"{path} already has a column {column!r}; choose another --target-column "
                     f"or rename it (the output adds {options.target_column!r} and {ERROR_COLUMN!r})"
                 )
+
+
+def check_unique_ids(files: list[str], id_column: str) -> None:
+    """Ids name rows for the exactly-once check: refuse a store where some repeat, with how
+    many, before anything is written."""
+    repeated = repeated_ids(files, id_column)
+    if repeated:
+        examples = ", ".join(repr(value) for value, _ in repeated[:3])
+        extra = sum(count - 1 for _, count in repeated)
+        raise UserError(
+            f"--id-column {id_column!r}: {len(repeated)} ids appear more than once in the "
+            f"input ({extra} rows more than ids), e.g. {examples}; ids must be unique"
+        )
 
 
 def _models(model: str | Sequence[str] | None, options: BulkOptions) -> list[ModelEntry]:
@@ -219,15 +240,24 @@ def _job_description(files: list[str], models: list[ModelEntry], options: BulkOp
     }
 
 
+@dataclass
+class PoolRun:
+    """What the actor pool reports back: its size, the largest peak RSS an actor reported,
+    and the fragments that could not be read (where, and why)."""
+
+    workers: int = 0
+    peak_rss_mib: float | None = None
+    unreadable: list[str] = field(default_factory=list)
+
+
 def run_fragments(
     pending: list[tuple[int, Fragment]],
     output_dir: Location,
     models: list[ModelEntry],
     routing: RowRouting | None,
     options: BulkOptions,
-) -> tuple[int, float]:
-    """Stream the pending fragments through an actor pool; returns the pool's size and the
-    largest peak RSS an actor reported."""
+) -> PoolRun:
+    """Stream the pending fragments through an actor pool."""
     import ray
 
     _connect()
@@ -246,12 +276,14 @@ def run_fragments(
         **resources,
     )
     total = sum(fragment.num_rows for _, fragment in pending)
-    peak_rss_mib = 0.0
+    run = PoolRun(workers, 0.0)
     with tqdm(total=total, unit="doc", disable=not options.show_progress) as progress:
         for row in counts.iter_rows():
             progress.update(row["rows"])
-            peak_rss_mib = max(peak_rss_mib, row["peak_rss_mib"])
-    return workers, peak_rss_mib
+            run.peak_rss_mib = max(run.peak_rss_mib or 0.0, row["peak_rss_mib"])
+            if row["unreadable"]:
+                run.unreadable.append(row["unreadable"])
+    return run
 
 
 def _worker(

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.errors import UserError
@@ -92,7 +93,12 @@ def read_metadata(path: str | Location) -> pq.FileMetaData:
 
 def read_column(path: str | Location, column: str) -> pa.ChunkedArray:
     location = Location.of(path)
-    return pq.read_table(location.path, columns=[column], filesystem=location.filesystem)[column]
+    try:
+        table = pq.read_table(location.path, columns=[column], filesystem=location.filesystem)
+    except (OSError, pa.ArrowException) as error:
+        first_line = (str(error).strip() or repr(error)).splitlines()[0]
+        raise UserError(f"cannot read column {column!r} of {location}: {first_line}") from None
+    return table[column]
 
 
 def read_schema(path: str) -> pa.Schema:
@@ -215,22 +221,45 @@ def count_outputs(
             problems.append(
                 f"{path}: {rows_in} rows in, {rows_out} out ({missing} fragments missing)"
             )
-        elif id_column and not _same_ids(path, present, id_column):
-            problems.append(
-                f"{path}: the {id_column!r} values of the outputs differ from the input"
-            )
+        elif id_column and (problem := _id_problem(path, present, id_column)):
+            problems.append(problem)
     return counts, problems
 
 
-def _same_ids(path: str, outputs: list[Location], id_column: str) -> bool:
-    """Whether the outputs hold the input's ids, in the input's order (no row twice)."""
-    ids_in = read_column(path, id_column)
+def _id_problem(path: str, outputs: list[Location], id_column: str) -> str | None:
+    """How the outputs' ids differ from the input's (in the input's order, each once), or
+    None when they do not."""
+    ids_in = read_column(path, id_column).combine_chunks()
     ids_out = (
         pa.concat_arrays([chunk for out in outputs for chunk in read_column(out, id_column).chunks])
         if outputs
         else pa.array([], ids_in.type)
     )
-    return ids_in.combine_chunks().equals(ids_out)
+    if ids_in.equals(ids_out):
+        return None
+    counts_in, counts_out = dict(value_counts(ids_in)), dict(value_counts(ids_out))
+    missing = sum(max(0, n - counts_out.get(v, 0)) for v, n in counts_in.items())
+    extra = sum(max(0, n - counts_in.get(v, 0)) for v, n in counts_out.items())
+    order = " (in another order)" if not (missing or extra) else ""
+    return (
+        f"{path}: the {id_column!r} values of the outputs differ from the input{order}: "
+        f"{missing} missing, {extra} extra"
+    )
+
+
+def value_counts(values: pa.Array | pa.ChunkedArray) -> list[tuple[object, int]]:
+    """(value, count) of each distinct value, first seen first."""
+    counted = pc.value_counts(values)
+    values_, counts = counted.field("values").to_pylist(), counted.field("counts").to_pylist()
+    return list(zip(values_, counts, strict=True))
+
+
+def repeated_ids(files: list[str], id_column: str) -> list[tuple[object, int]]:
+    """The ids that appear more than once across `files`, with their counts (first seen
+    first); one column of every file, read in turn."""
+    chunks = [chunk for path in files for chunk in read_column(path, id_column).chunks]
+    ids = pa.chunked_array(chunks, read_schema(files[0]).field(id_column).type)
+    return [(value, count) for value, count in value_counts(ids) if count > 1]
 
 
 def write_manifest(output_dir: str | Path | Location, manifest: dict) -> None:

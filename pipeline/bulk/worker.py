@@ -47,11 +47,21 @@ class WorkerSettings:
     fail_from_fragment: int | None = None
 
 
+COUNTS = ("rows", "errors", "sentences", "unreadable")
+
+
 def translate_fragment(
     fragment: Fragment, translate: TranslateTable, settings: WorkerSettings, index: int
 ) -> dict:
-    """Read, translate and write one fragment; returns its counts for the progress bar."""
-    table = read_fragment(fragment)
+    """Read, translate and write one fragment; returns its counts for the progress bar, or
+    why it cannot be read (a damaged file: the job then stops with that one line, rather
+    than a traceback from the actor)."""
+    try:
+        table = read_fragment(fragment)
+    except (OSError, pa.ArrowException) as error:
+        first_line = (str(error).strip() or repr(error)).splitlines()[0]
+        where = f"{fragment.path} (row group {fragment.row_group})"
+        return {"rows": 0, "errors": 0, "sentences": 0, "unreadable": f"{where}: {first_line}"}
     documents = translate(table)
     table = table.append_column(
         settings.target_column, pa.array(documents.translations, pa.string())
@@ -64,6 +74,7 @@ def translate_fragment(
         "rows": table.num_rows,
         "errors": sum(e is not None for e in documents.errors),
         "sentences": documents.sentences,
+        "unreadable": None,
     }
 
 
@@ -95,7 +106,7 @@ class FragmentWorker:
             index = row.pop("index")
             fragment = Fragment(**row)
             counts.append(translate_fragment(fragment, self.translate_table, self.settings, index))
-        columns = {key: [c[key] for c in counts] for key in ("rows", "errors", "sentences")}
+        columns = {key: [c[key] for c in counts] for key in COUNTS}
         # ru_maxrss is in KiB on Linux: the actor's peak, to show memory stays bounded
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         return {**columns, "peak_rss_mib": [round(peak_mib, 1)] * len(counts)}

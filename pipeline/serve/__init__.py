@@ -17,9 +17,10 @@ Deployments (names are constants of `pipeline.serve.options`):
   over autoscaled replicas (`models_per_replica` each, LRU, loaded on demand).
   - `async translate_batch(texts: list[str], beam_size: int | None = None) -> list[str]`:
     one call, one list in input order; for callers that already hold a batch.
-  - `async translate_one(text, beam_size=None, n_best=1, return_attention=False) -> dict`:
-    the `@serve.batch` path the HTTP ingress uses, so sentences from concurrent requests
-    share one beam search per model.
+  - `async translate_texts(texts, beam_size=None, n_best=1, return_attention=False)
+    -> list[dict]`: the path the HTTP ingress uses, one call per request; each sentence joins
+    `@serve.batch`, so sentences from concurrent requests share one beam search per model.
+    Returns `pipeline.serve.overload.Busy` instead when the replica's backlog has no room.
   - `async info() -> dict`: the model's `Translator.info()`; `models() -> list[ModelEntry]`:
     the configured models, the default first; `replica_state() -> dict`: loads per model.
 - API_DEPLOYMENT ("TranslationApi", `pipeline.serve.api`): the FastAPI ingress

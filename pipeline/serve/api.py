@@ -3,15 +3,19 @@
 `POST /translate` serves both APIs on one path and tells them apart by the body: a form
 body, or a JSON object with `q`, is LibreTranslate's; a JSON object with `text` is ours.
 Each request is routed to one configured model (by id, by language pair, or by the detected
-language) and its texts are sent to the translator deployment under that model's id, so
-Serve routes them to a replica holding the model.
+language) and its texts are sent to the translator deployment in one call under that model's
+id, so Serve routes them to a replica holding the model.
+
+Before that the ingress refuses what it should not take on: a body over the size limit (413,
+unread), a missing or wrong API key (401), a client over its rate limit (429 with
+`Retry-After`). After it, a replica with no room answers 503 with `Retry-After`, a request
+past its deadline is 504, and one whose replica died is sent again (`pipeline.serve.overload`).
 
 This module deliberately has no `from __future__ import annotations`: FastAPI must see the
 real classes of the route parameters.
 """
 
 import asyncio
-import hmac
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -27,8 +31,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipeline.serve import libretranslate as libre
 from pipeline.serve.deployment import DecodeOptions
-from pipeline.serve.metrics import ModelMetrics
+from pipeline.serve.keys import ApiKey, KeyRing, digest
+from pipeline.serve.metrics import BODY_TOO_LARGE, OVERLOADED, RATE_LIMITED, ModelMetrics
 from pipeline.serve.options import API_DEPLOYMENT, ServeOptions
+from pipeline.serve.overload import (
+    DeadlineExceeded,
+    Overloaded,
+    RecentRefusals,
+    call_with_retries,
+)
+from pipeline.serve.ratelimit import RateLimiter, retry_after_header
 from pipeline.serve.schema import (
     TranslateResponse,
     parse_request,
@@ -58,29 +70,45 @@ class TranslationApi:
         self.translator = translator
         self.options = options
         self.catalog = ModelCatalog(options.models)
+        self.model_ids = tuple(entry.id for entry in self.catalog.entries)
         self.router = Router(self.catalog)
         self.metrics = ModelMetrics()
-        self.api_key = None
-        if options.api_key_env:
-            self.api_key = os.environ.get(options.api_key_env)
-            if not self.api_key:  # fail closed rather than serve without the key asked for
-                raise RuntimeError(f"{options.api_key_env} is not set in the replica's env")
+        self.keys = KeyRing(accepted_keys(options))
+        self.limiter = RateLimiter()
+        self.refusals = RecentRefusals()
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return create_api(self)
 
-    def require_key(self, *given: str | None) -> None:
-        """401 unless a given key (Bearer header, LibreTranslate's `api_key`) is the key."""
-        if self.api_key is None:
-            return
-        expected = self.api_key.encode()
-        # compare_digest: the time taken does not reveal how much of the key matched.
-        if not any(key and hmac.compare_digest(key.encode(), expected) for key in given):
+    def require_key(self, *given: str | None) -> ApiKey | None:
+        """The accepted key among those given (Bearer header, LibreTranslate's `api_key`);
+        401 when the server takes keys and none is accepted, None when it takes none."""
+        key = self.keys.find(*given)
+        if key is None and self.keys:
             raise HTTPException(
                 status_code=401,
                 detail="missing or wrong API key: send 'Authorization: Bearer <key>' "
                 "(LibreTranslate clients: api_key)",
                 headers={"WWW-Authenticate": "Bearer"},
+            )
+        return key
+
+    def admit(self, request: Request, *given: str | None) -> None:
+        """The key check, then the rate limit: per accepted key, else per client address
+        (unchecked keys of an open server do not count: a client could make them up)."""
+        key = self.require_key(*given)
+        limit = (key and key.rate_limit) or self.options.access.rate_limit
+        if limit is None:
+            return
+        client = f"key {key.digest}" if key else f"address {_address(request)}"
+        wait_s = self.limiter.take(client, limit)
+        if wait_s is not None:
+            self.metrics.refused(RATE_LIMITED)
+            raise HTTPException(
+                status_code=429,
+                detail=f"rate limit of {limit:g} requests per minute reached; "
+                f"retry in {retry_after_header(wait_s)} s",
+                headers={"Retry-After": retry_after_header(wait_s)},
             )
 
     async def route(self, texts: list[str], **request: str | None) -> Route:
@@ -90,21 +118,35 @@ class TranslationApi:
     async def translate(
         self, model: ModelEntry, texts: list[str], options: DecodeOptions
     ) -> list[dict[str, Any]]:
-        """Each text to the translator replicas holding `model`; results in input order."""
+        """The texts to a translator replica holding `model`, in one call; results in input
+        order. Within the deadline, and sent again when the replica dies on the way."""
         handle = self.translator.options(multiplexed_model_id=model.id)
-        settings = options.settings
+        settings, load = options.settings, self.options.load
         self.metrics.request(model.id)
-        calls = [
-            handle.translate_one.remote(
-                text, settings.beam_size, settings.n_best, options.return_attention
-            )
-            for text in texts
-        ]
         try:
-            return await asyncio.gather(*calls)
+            if refusal := self.refusals.refusal(model.id):
+                raise refusal
+            results = await call_with_retries(
+                lambda: handle.translate_texts.remote(
+                    texts, settings.beam_size, settings.n_best, options.return_attention
+                ),
+                load.request_timeout_s or None,
+                load.retries,
+                on_retry=lambda _: self.metrics.retried(model.id),
+            )
+        except Overloaded as refusal:
+            self.refusals.refused(model.id, refusal)
+            self.metrics.shed(model.id)
+            raise
+        except DeadlineExceeded:
+            self.refusals.completed(model.id)  # cancelled, it made room on its replica
+            self.metrics.deadline(model.id)
+            raise
         except Exception:
             self.metrics.error(model.id)
             raise
+        self.refusals.completed(model.id)
+        return results
 
     async def detect(self, text: str) -> list[dict[str, Any]]:
         ranking = await asyncio.to_thread(self.router.detector.rank, text)
@@ -121,6 +163,22 @@ class TranslationApi:
     def page(self, root_path: str) -> str:
         html = (STATIC_DIR / "index.html").read_text()
         return html.replace(BASE_PLACEHOLDER, root_path.rstrip("/") + "/")
+
+
+def accepted_keys(options: ServeOptions) -> list[ApiKey]:
+    """The keys file's keys and the one in `api_key_env`, which takes the default limit."""
+    keys = list(options.access.keys)
+    variable = options.access.api_key_env
+    if variable:
+        key = os.environ.get(variable)
+        if not key:  # fail closed rather than serve without the key asked for
+            raise RuntimeError(f"{variable} is not set in the replica's env")
+        keys.append(ApiKey(digest(key)))
+    return keys
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 def _translate_body(model: ModelEntry, results: list[dict[str, Any]], request: Any) -> dict:
@@ -174,6 +232,61 @@ async def bad_request(_: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"error": str(error)}, 400)
 
 
+def body_limit_handler(limit: int, metrics: ModelMetrics):
+    async def body_too_large(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        """Over the body limit (FastAPI's `max_body_size` stops reading it): 413, one line."""
+        metrics.refused(BODY_TOO_LARGE)
+        message = f"the request body is over {limit} bytes; send fewer or shorter texts"
+        return JSONResponse({"error": message, "detail": message}, 413)
+
+    return body_too_large
+
+
+async def overloaded(_: Request, error: Overloaded) -> JSONResponse:
+    """No replica has room now: 503, and when to come back."""
+    return overloaded_response(error)
+
+
+def overloaded_response(error: Overloaded) -> JSONResponse:
+    headers = {"Retry-After": retry_after_header(error.retry_after_s)}
+    return JSONResponse({"error": error.message}, 503, headers=headers)
+
+
+class ShedBeforeReading:
+    """ASGI middleware: while the replicas of every model have just refused, a translation
+    request is refused before its body is fetched from the proxy and parsed (under overload
+    most would be, and that reading is most of what a refusal costs the ingress)."""
+
+    def __init__(self, app: Any, gateway: "TranslationApi") -> None:
+        self.app, self.gateway = app, gateway
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        refusal = None
+        if scope["type"] == "http" and scope["method"] == "POST" and _is_translate(scope):
+            refusal = self.gateway.refusals.every(self.gateway.model_ids)
+        if refusal is None:
+            await self.app(scope, receive, send)
+            return
+        self.gateway.metrics.refused(OVERLOADED)
+        await overloaded_response(refusal)(scope, receive, send)
+
+
+def deadline_handler(timeout_s: float):
+    async def deadline_exceeded(_: Request, error: DeadlineExceeded) -> JSONResponse:
+        """The translation did not finish in time: 504, one line."""
+        message = (
+            f"the translation did not finish within the {timeout_s:g} s deadline; "
+            "retry later or with fewer texts"
+        )
+        return JSONResponse({"error": message}, 504)
+
+    return deadline_exceeded
+
+
+def _is_translate(scope: dict) -> bool:
+    return scope["path"].rstrip("/").endswith("/translate")
+
+
 def create_api(gateway: TranslationApi) -> FastAPI:
     """The FastAPI app of one ingress replica: routes, validation, API key."""
     options, catalog = gateway.options, gateway.catalog
@@ -187,11 +300,17 @@ def create_api(gateway: TranslationApi) -> FastAPI:
             "POST /translate takes our body (`text`) or LibreTranslate's (`q`, JSON or form). "
             "Send `Authorization: Bearer <key>` when the server was started with an API key."
         ),
+        # Refused at the first read, so the body is never received nor parsed.
+        max_body_size=options.max_body_bytes,
     )
     api.add_exception_handler(RequestValidationError, validation_error)
     api.add_exception_handler(StarletteHTTPException, http_error)
     api.add_exception_handler(RouteError, bad_request)
     api.add_exception_handler(libre.LibreError, bad_request)
+    api.add_exception_handler(Overloaded, overloaded)
+    api.add_exception_handler(DeadlineExceeded, deadline_handler(options.load.request_timeout_s))
+    api.add_exception_handler(413, body_limit_handler(options.max_body_bytes, gateway.metrics))
+    api.add_middleware(ShedBeforeReading, gateway=gateway)
     api.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     async def header_key(authorization: Annotated[str | None, Header()] = None) -> None:
@@ -212,7 +331,7 @@ def create_api(gateway: TranslationApi) -> FastAPI:
     ) -> JSONResponse:
         if libre.is_libre_body(body):
             return await libre_translate(request, body, authorization)
-        gateway.require_key(bearer_key(authorization))
+        gateway.admit(request, bearer_key(authorization))
         parsed = parse_request(request_model, body)
         route = await gateway.route(
             parsed.texts(), model=parsed.model, source=parsed.source, target=parsed.target
@@ -228,7 +347,7 @@ def create_api(gateway: TranslationApi) -> FastAPI:
 
     async def libre_translate(request: Request, body: Any, authorization: str | None):
         fields = libre.fields_of(body, request.headers.get("content-type"))
-        gateway.require_key(libre.api_key_of(fields), bearer_key(authorization))
+        gateway.admit(request, libre.api_key_of(fields), bearer_key(authorization))
         parsed = libre.parse_translate(fields, options)
         route = await gateway.route(parsed.texts, source=parsed.source, target=parsed.target)
         beam_size = max(options.decoding.beam_size, parsed.n_best)
@@ -244,7 +363,7 @@ def create_api(gateway: TranslationApi) -> FastAPI:
     ) -> list[dict[str, Any]]:
         """LibreTranslate's: the served source languages the text may be in, likeliest first."""
         fields = libre.fields_of(body, request.headers.get("content-type"))
-        gateway.require_key(libre.api_key_of(fields), bearer_key(authorization))
+        gateway.admit(request, libre.api_key_of(fields), bearer_key(authorization))
         return await gateway.detect(libre.parse_detect(fields, options))
 
     @api.get("/languages")

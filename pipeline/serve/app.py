@@ -15,28 +15,40 @@ from pathlib import Path
 from typing import Any
 
 from ray.serve import Application
+from ray.serve.config import BackpressureConfig
 
 from pipeline.errors import UserError
 from pipeline.serve.api import TranslationApi
 from pipeline.serve.deployment import TranslatorDeployment
-from pipeline.serve.options import ServeOptions
+from pipeline.serve.keys import read_keys_file
+from pipeline.serve.options import NESTED, ServeOptions
 from pipeline.translate.catalog import CatalogSpec, ModelEntry, load_models, resolve_models
-from pipeline.translate.settings import DecodeSettings
+
+# The ingress only awaits, so it takes many requests at once; past that the HTTP proxy holds
+# a few more and then refuses with 503 and Retry-After (a backstop: the translators' backlog
+# refuses first).
+INGRESS_MAX_ONGOING = 1000
+INGRESS_MAX_QUEUED = 100
 
 Models = CatalogSpec | ModelEntry | Sequence[CatalogSpec | ModelEntry]
 
 
 def bind_application(options: ServeOptions) -> Application:
-    """Both deployments with their resources, batching and autoscaling applied."""
+    """Both deployments with their resources, batching, autoscaling and limits applied."""
     translator = TranslatorDeployment.options(
         autoscaling_config=options.autoscaling_config,
-        # Room for a full batch decoding and the next one filling on the same replica.
-        max_ongoing_requests=2 * options.max_batch_size,
+        # Above the backlog a replica refuses by itself (every request holds a sentence or
+        # more), so Serve's router, slow to hand out work to a full replica, never sees one
+        # full; the rest is room for refusals in flight and bulk work.
+        max_ongoing_requests=2 * options.backlog_sentences,
+        max_queued_requests=options.max_queued_requests,
         ray_actor_options={"num_cpus": options.num_cpus, "num_gpus": options.num_gpus},
     ).bind(options)
     return TranslationApi.options(
         num_replicas=options.ingress_replicas,
-        max_ongoing_requests=1000,  # the ingress only awaits; the translator applies back-pressure
+        max_ongoing_requests=INGRESS_MAX_ONGOING,
+        max_queued_requests=INGRESS_MAX_QUEUED,
+        backpressure_config=BackpressureConfig(retry_after_s=options.load.retry_after_s),
         ray_actor_options={"num_cpus": 0.1},
     ).bind(translator, options)
 
@@ -64,7 +76,16 @@ def build_app(
         options = replace(options, models=tuple(resolve_models(specs, models_dir)))
     if any(not entry.info for entry in options.models):
         options = replace(options, models=tuple(load_models(options.models)))
-    return bind_application(options)
+    return bind_application(with_keys(options))
+
+
+def with_keys(options: ServeOptions) -> ServeOptions:
+    """The keys of `access.api_keys_file`, read here so that a bad file is one `UserError`
+    before anything serves; the replicas get their digests only."""
+    path = options.access.api_keys_file
+    if not path or options.access.keys:
+        return options
+    return replace(options, access=replace(options.access, keys=read_keys_file(path)))
 
 
 def _as_list(model: Models) -> list[CatalogSpec | ModelEntry]:
@@ -85,7 +106,8 @@ def app_builder(args: dict[str, Any]) -> Application:
             "serve config args need `model` (a model dir or run dir), `models` or `models_dir`"
         )
     specs = ([model] if model is not None else []) + list(models or [])
-    types = {f.name: f.type for f in (*fields(ServeOptions), *fields(DecodeSettings))}
+    nested = [f for _, kind in NESTED for f in fields(kind)]
+    types = {f.name: f.type for f in (*fields(ServeOptions), *nested)}
     # `serve run pipeline.serve.app:app_builder key=value` passes every value as a string.
     converted = {name: _convert(value, types.get(name, "str")) for name, value in args.items()}
     return build_app(specs or None, models_dir=models_dir, **converted)

@@ -3,9 +3,11 @@
 A replica holds up to `models_per_replica` Translators (Ray Serve's model multiplexing, LRU)
 and loads one on demand when a request asks for a model it does not hold. A caller names the
 model with the handle's `options(multiplexed_model_id=ID)`, so Serve routes the request to a
-replica holding that model; without one the default model translates. Each sentence is one
-call to `translate_one`, and `@serve.batch` gathers the calls that arrive together into one
-beam search per model and decoding options.
+replica holding that model; without one the default model translates. A request's texts are
+one call to `translate_texts`, whose sentences each join `@serve.batch`, which gathers the
+sentences that arrive together into one beam search per model and decoding options. A
+replica holds a bounded backlog of sentences and refuses a request past it at once
+(`pipeline.serve.overload`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ray import serve
 
 from pipeline.serve.metrics import ModelMetrics
 from pipeline.serve.options import TRANSLATOR_DEPLOYMENT, ServeOptions
+from pipeline.serve.overload import Backlog, Busy
 from pipeline.translate.catalog import ModelCatalog, ModelEntry
 from pipeline.translate.settings import DecodeSettings
 from pipeline.translate.translator import Translation, Translator
@@ -63,6 +66,9 @@ class TranslatorDeployment:
         self.device = options.device
         self.decoder_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
         self.metrics = ModelMetrics()
+        self.backlog = Backlog(
+            options.backlog_sentences, options.load.retry_after_s, options.max_wait_s
+        )
         self.loads: Counter[str] = Counter()  # model id -> times this replica loaded it
         self.last_used: weakref.ref[Translator] | None = None  # what the health check probes
         self._decode_batch.set_max_batch_size(options.max_batch_size)
@@ -87,25 +93,34 @@ class TranslatorDeployment:
         model_id = serve.get_multiplexed_model_id() or self.catalog.default.id
         return self.catalog.get(model_id).id
 
-    async def translate_one(
+    async def translate_texts(
         self,
-        text: str,
+        texts: list[str],
         beam_size: int | None = None,
         n_best: int = 1,
         return_attention: bool = False,
-    ) -> dict[str, Any]:
-        """One sentence, decoded with whatever else arrives for its model within the wait.
+    ) -> list[dict[str, Any]] | Busy:
+        """A request's texts, each decoded with whatever else arrives for its model within
+        the wait; `Busy` when the replica's backlog has no room for them.
 
-        Returns {"text", "score", "batch_size"}, plus "alternatives" (n-best [text, score],
-        best first) when n_best > 1 and "source_pieces"/"target_pieces"/"attention"
-        ([target piece][source piece]) when asked.
+        Returns per text {"text", "score", "batch_size"}, plus "alternatives" (n-best
+        [text, score], best first) when n_best > 1 and "source_pieces"/"target_pieces"/
+        "attention" ([target piece][source piece]) when asked.
         """
         settings = self.settings.with_overrides(beam_size=beam_size, n_best=n_best)
         options = DecodeOptions(settings, return_attention)
-        return await self._decode_batch(text, options, self._model_id())
+        model_id = self._model_id()
+        busy = self.backlog.refuses(len(texts))
+        if busy is not None:
+            return busy
+        with self.backlog.hold(len(texts)):
+            return await asyncio.gather(
+                *(self._decode_batch(text, options, model_id) for text in texts)
+            )
 
     async def translate_batch(self, texts: list[str], beam_size: int | None = None) -> list[str]:
-        """A caller's own batch (bulk translation): best translations in input order."""
+        """A caller's own batch (bulk translation): best translations in input order. Never
+        refused: bulk callers bound what they send themselves."""
         model_id = self._model_id()
         options = DecodeOptions(self.settings.with_overrides(beam_size=beam_size))
         translations = await self._decode(model_id, texts, options)
@@ -165,7 +180,9 @@ class TranslatorDeployment:
         except Exception:
             self.metrics.error(model_id)
             raise
-        self.metrics.decoded(model_id, len(texts), time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        self.metrics.decoded(model_id, len(texts), seconds)
+        self.backlog.decoded(len(texts))
         return translations
 
 
