@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from model_zoo import build_zoo
+from model_zoo import build_zoo, model_variant
 
 from pipeline.errors import UserError
 from pipeline.serve import libretranslate as libre
@@ -168,3 +168,22 @@ def test_libretranslate_form_bodies_and_shapes() -> None:
     with pytest.raises(libre.LibreError, match="not text/plain"):
         libre.fields_of(b"q=x", "text/plain")
     assert libre.api_key_of({"api_key": ""}) is None
+
+
+def test_an_ensemble_spec_is_one_model_whose_members_every_process_can_find(
+    zoo: dict[str, Path], tmp_path: Path
+) -> None:
+    from pipeline.translate.translator import Translator
+
+    other = model_variant(zoo["de-en"], tmp_path / "other", "de", "en", seed=5)
+    spec = f"{zoo['de-en']}+{other}"
+    (entry,) = resolve_models([f"pair={spec}"])
+    assert (entry.id, entry.source, entry.target) == ("pair", "de", "en")
+    members = entry.uri.split("+")
+    assert len(members) == 2 and all(Path(member).is_absolute() for member in members)
+    served = Translator(entry.uri)  # as a replica or a bulk worker loads it
+    assert len(served.model_dirs) == 2
+    texts = ["Ein Hund läuft.", "Eine Frau liest."]
+    assert [t.text for t in served.translate(texts)] == [
+        t.text for t in Translator(spec).translate(texts)
+    ]

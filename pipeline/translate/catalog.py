@@ -63,12 +63,18 @@ def split_spec(spec: str) -> tuple[str | None, str]:
 
 
 def resolve_model(path: str | Path, model_id: str | None = None) -> ModelEntry:
-    """The entry of a model dir or run dir (path or URI), its languages read from meta.json;
+    """The entry of a model dir or run dir (path or URI), or of an ensemble of them (`A+B`:
+    the languages and name are the first member's), its languages read from meta.json;
     without `model_id` the id is `{src_lang}-{tgt_lang}` (else meta's name, else the dir's)."""
     # torch stays out of `--help`
-    from pipeline.translate.translator import META_FILE, find_model_dir
+    from pipeline.translate.translator import (
+        META_FILE,
+        find_model_dir,
+        model_spec_paths,
+        model_spec_uri,
+    )
 
-    location = find_model_dir(path)
+    location = find_model_dir(model_spec_paths(path)[0])
     meta = _read_meta(location / META_FILE)
     source, target = meta.get("src_lang"), meta.get("tgt_lang")
     if model_id is None:
@@ -78,7 +84,7 @@ def resolve_model(path: str | Path, model_id: str | None = None) -> ModelEntry:
             f"model id {model_id!r} ({location}) must be letters, digits, '.', '_' or '-' "
             "(at most 64); name it with ID=PATH"
         )
-    return ModelEntry(str(model_id), location.uri, source, target)
+    return ModelEntry(str(model_id), model_spec_uri(path), source, target)
 
 
 def _fallback_id(location: Location, meta: dict[str, Any]) -> str:
