@@ -232,12 +232,61 @@ async def bad_request(_: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"error": str(error)}, 400)
 
 
-def body_limit_handler(limit: int, metrics: ModelMetrics):
-    async def body_too_large(_: Request, error: StarletteHTTPException) -> JSONResponse:
-        """Over the body limit (FastAPI's `max_body_size` stops reading it): 413, one line."""
-        metrics.refused(BODY_TOO_LARGE)
+class BodyTooLarge(StarletteHTTPException):
+    """A request body past the limit: 413."""
+
+    def __init__(self, limit: int) -> None:
         message = f"the request body is over {limit} bytes; send fewer or shorter texts"
-        return JSONResponse({"error": message, "detail": message}, 413)
+        super().__init__(413, message)
+
+
+class BodyLimit:
+    """ASGI middleware: a body announced (Content-Length) over `limit` bytes is 413 before
+    any of it is read; a chunked one stops being read once it passes the limit.
+
+    Not FastAPI's `max_body_size`: that replaces any answer to an over-long Content-Length
+    with a plain-text 413 of its own, where clients get a JSON error from every other path."""
+
+    def __init__(self, app: Any, limit: int, metrics: ModelMetrics) -> None:
+        self.app, self.limit, self.metrics = app, limit, metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self._announced(scope) > self.limit:
+            error = BodyTooLarge(self.limit)
+            await body_too_large_response(error, self.metrics)(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> dict:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise BodyTooLarge(self.limit)  # FastAPI passes it to the 413 handler
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    @staticmethod
+    def _announced(scope: dict) -> int:
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                return int(value) if value.isdigit() else 0
+        return 0
+
+
+def body_too_large_response(error: StarletteHTTPException, metrics: ModelMetrics) -> JSONResponse:
+    metrics.refused(BODY_TOO_LARGE)
+    return JSONResponse({"error": error.detail, "detail": error.detail}, 413)
+
+
+def body_limit_handler(metrics: ModelMetrics):
+    async def body_too_large(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        """Over the body limit (`BodyLimit` stopped reading it): 413, one line."""
+        return body_too_large_response(error, metrics)
 
     return body_too_large
 
@@ -300,8 +349,6 @@ def create_api(gateway: TranslationApi) -> FastAPI:
             "POST /translate takes our body (`text`) or LibreTranslate's (`q`, JSON or form). "
             "Send `Authorization: Bearer <key>` when the server was started with an API key."
         ),
-        # Refused at the first read, so the body is never received nor parsed.
-        max_body_size=options.max_body_bytes,
     )
     api.add_exception_handler(RequestValidationError, validation_error)
     api.add_exception_handler(StarletteHTTPException, http_error)
@@ -309,8 +356,10 @@ def create_api(gateway: TranslationApi) -> FastAPI:
     api.add_exception_handler(libre.LibreError, bad_request)
     api.add_exception_handler(Overloaded, overloaded)
     api.add_exception_handler(DeadlineExceeded, deadline_handler(options.load.request_timeout_s))
-    api.add_exception_handler(413, body_limit_handler(options.max_body_bytes, gateway.metrics))
+    api.add_exception_handler(BodyTooLarge, body_limit_handler(gateway.metrics))
     api.add_middleware(ShedBeforeReading, gateway=gateway)
+    # Added last, so it runs first: an oversized body is refused before anything else.
+    api.add_middleware(BodyLimit, limit=options.max_body_bytes, metrics=gateway.metrics)
     api.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     async def header_key(authorization: Annotated[str | None, Header()] = None) -> None:
