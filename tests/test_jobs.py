@@ -122,7 +122,7 @@ def submit_and_wait(client, stage: str, config: Path, timeout: float = 300) -> s
     return logs
 
 
-def submit_when_agent_ready(client, timeout: float = 120, **job) -> str:
+def submit_when_agent_ready(client, timeout: float = 300, **job) -> str:
     """The head answers before its job agent is up (slow on a loaded 2-core machine)."""
     deadline = time.monotonic() + timeout
     while True:
