@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -76,28 +79,64 @@ def ray_head(tmp_path_factory):
         # Ray caches the token per process: earlier modules' ray.init() (no auth) left
         # an empty one behind, which the job client would otherwise send.
         reset_auth_token_state()
-        subprocess.run(
+        # --block: the head's processes are this command's, and stopping it stops them
+        # alone (`ray stop` would stop every Ray on the machine, other sessions' too).
+        head = subprocess.Popen(
             [
                 RAY,
                 "start",
                 "--head",
+                "--block",
                 "--node-ip-address=127.0.0.1",
                 f"--port={port}",
                 "--num-cpus=2",
                 "--include-dashboard=true",
                 "--dashboard-host=127.0.0.1",
                 f"--dashboard-port={dashboard}",
+                # the job agent's default port is taken whenever another Ray runs here
+                f"--dashboard-agent-listen-port={free_port()}",
                 f"--temp-dir={temp_dir}",
                 "--disable-usage-stats",
             ],
-            check=True,
-            capture_output=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         try:
-            yield f"http://127.0.0.1:{dashboard}"
+            url = f"http://127.0.0.1:{dashboard}"
+            wait_for_dashboard(url, head)
+            yield url
         finally:
-            subprocess.run([RAY, "stop", "--force"], capture_output=True)
+            stop_head(head)
     reset_auth_token_state()  # the env is restored: later modules start without auth again
+
+
+def wait_for_dashboard(url: str, head: subprocess.Popen, timeout: float = 300) -> None:
+    """Until the head's dashboard answers (slow on a loaded 2-core machine)."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if head.poll() is not None:
+            pytest.fail(f"ray start --head exited with {head.returncode}")
+        try:
+            requests.get(f"{url}/api/version", timeout=5)
+            return
+        except requests.ConnectionError:
+            time.sleep(1)
+    pytest.fail(f"the Ray head's dashboard did not answer within {timeout:.0f} s")
+
+
+def stop_head(head: subprocess.Popen) -> None:
+    """SIGTERM the head (it stops the processes it started), then SIGKILL whatever of its
+    process group is left."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(head.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        head.wait(60)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(head.pid, signal.SIGKILL)
+    head.wait(10)
 
 
 def submit_and_wait(client, stage: str, config: Path, timeout: float = 300) -> str:
