@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import socket
 import statistics
 import sys
@@ -35,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_bulk import _build_model as build_benchmark_model  # noqa: E402
 from pipeline.corpus.synthetic import parallel_corpus  # noqa: E402
+from pipeline.corpus.textfile import read_lines  # noqa: E402
 from pipeline.serve import APP_NAME, build_app  # noqa: E402
 from pipeline.serve.cli import http_options  # noqa: E402
 from pipeline.serve.options import ServeOptions  # noqa: E402
@@ -157,13 +159,17 @@ async def send(session: aiohttp.ClientSession, url: str, text: str, cell: Cell) 
     return float(retry_after) if status in SHED and retry_after else 0.0
 
 
-def sentences(count: int) -> list[str]:
+def sentences(count: int, src: str | None = None) -> list[str]:
+    """`count` source sentences: the non-empty lines of `src`, else generated German."""
+    if src:
+        return [line for line in read_lines(src) if line.strip()][:count]
     return [de for de, _ in parallel_corpus(count, seed=21)]
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model dir (default: build one, see --size)")
     parser.add_argument("--size", choices=["tiny", "reference"], default="tiny")
+    parser.add_argument("--src", help="source sentences, one a line (default: generated)")
 
 
 def model_dir(args: argparse.Namespace) -> str:
@@ -182,10 +188,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="per cell")
     parser.add_argument("--requests", type=int, default=20_000, help="per cell, at most")
     parser.add_argument("--client-timeout", type=float, default=60.0)
+    parser.add_argument(
+        "--kill-replica",
+        action="store_true",
+        help="instead: two translator replicas, the first --clients undisturbed, then with "
+        "a replica SIGKILLed a third of the way in, with --retries 1 and 0",
+    )
     args = parser.parse_args()
-
-    model, options = model_dir(args), ServeOptions()
-    texts = sentences(2000)
+    model, texts = model_dir(args), sentences(2000, args.src)
+    if args.kill_replica:
+        kill_drill(model, texts, args)
+        return
+    options = ServeOptions()
     start_load = load_average()
     url = start_server(model, options)
     try:
@@ -199,6 +213,54 @@ def main() -> None:
     finally:
         stop_server()
     report(cells, model, args, options, (start_load, load_average()))
+
+
+def kill_drill(model: str, texts: list[str], args: argparse.Namespace) -> None:
+    """Per retry setting, one app of two replicas: a cell undisturbed, then one in which a
+    replica is SIGKILLed a third of the way in (Serve replaces it meanwhile)."""
+    clients, rows = args.clients[0], []
+    start_load = load_average()
+    for retries in (1, 0):
+        options = ServeOptions.from_flat(
+            {"min_replicas": 2, "max_replicas": 2, "num_cpus": 0.5, "retries": retries}
+        )
+        url = start_server(model, options)
+        try:
+            for kill in (False, True):
+                cell = asyncio.run(cell_with_kill(url, clients, texts, args, kill))
+                row = cell.row(options.load.request_timeout_s)
+                rows.append({"retries": retries, "replica killed": "yes" if kill else "no", **row})
+                print(rows[-1], file=sys.stderr)
+        finally:
+            stop_server()
+    print(
+        f"\nmodel {model}; 2 translator replicas x 0.5 CPU; {args.seconds:g} s per cell; "
+        f"load average {start_load} at the start, {load_average()} at the end\n"
+    )
+    print_table(rows)
+
+
+async def cell_with_kill(
+    url: str, clients: int, texts: list[str], args: argparse.Namespace, kill: bool
+) -> Cell:
+    load = asyncio.ensure_future(
+        run_cell(url, clients, args.requests, args.seconds, texts, args.client_timeout)
+    )
+    if kill:
+        await asyncio.sleep(args.seconds / 3)
+        killed = await asyncio.to_thread(kill_a_translator_replica)
+        print(f"SIGKILLed translator replica pid {killed}", file=sys.stderr)
+    return await load
+
+
+def kill_a_translator_replica() -> int:
+    from ray._private import state
+
+    for actor in state.actors().values():
+        if actor["ActorClassName"].endswith(":Translator") and actor["State"] == "ALIVE":
+            os.kill(actor["Pid"], signal.SIGKILL)
+            return actor["Pid"]
+    raise RuntimeError("no live translator replica to kill")
 
 
 def describe_setup(model: str, args, options: ServeOptions, loads: tuple[str, str]) -> str:

@@ -105,7 +105,7 @@ def main() -> None:
     start_load = load_average()
     url = start_server(model, options)
     try:
-        cell, samples = asyncio.run(soak(url, args, sentences(2000)))
+        cell, samples = asyncio.run(soak(url, args, sentences(2000, args.src)))
     finally:
         stop_server()
     print(f"\n{describe_setup(model, args, options, (start_load, load_average()))}\n")
