@@ -99,22 +99,31 @@ class Decoder(nn.Module):
         return new_hidden, context, weights
 
     def logits(self, hidden: Tensor, prev_embedded: Tensor, context: Tensor) -> Tensor:
-        """Deep output: t = maxout(U s_i + V E y_{i-1} + C c_i); logits = W_o t.
+        """Deep output, then the vocabulary: logits = W_o t. Any leading shape [N, *] ->
+        [N, V]."""
+        return self.output(self.output_features(hidden, prev_embedded, context))
 
-        Any leading shape [N, *] -> [N, V].
-        """
+    def output_features(self, hidden: Tensor, prev_embedded: Tensor, context: Tensor) -> Tensor:
+        """Deep output t = maxout(U s_i + V E y_{i-1} + C c_i), dropped out: what the
+        output layer multiplies. Any leading shape [N, *] -> [N, l]."""
         pre = self.deep_output(torch.cat([hidden, prev_embedded, context], dim=-1))
         maxout = pre.view(*pre.shape[:-1], -1, 2).amax(dim=-1)
-        return self.output(self.dropout(maxout))
+        return self.dropout(maxout)
 
     def teacher_forced(
-        self, source: EncodedSource, init: Tensor, tgt_in: Tensor, tgt_len: Tensor
+        self,
+        source: EncodedSource,
+        init: Tensor,
+        tgt_in: Tensor,
+        tgt_len: Tensor,
+        project: bool = True,
     ) -> tuple[Tensor, Tensor]:
         """Run the decoder over gold prefixes without computing anything on padding.
 
         tgt_in [B, T] (bos + target, padded), tgt_len [B] ->
-        logits [N, V] for the N = sum(tgt_len) real positions, in packed (time-major,
-        longest-first) order, and `sorted_index` [B] (row order used for packing), so that
+        logits [N, V] (with `project=False`: the output features [N, l]) for the N =
+        sum(tgt_len) real positions, in packed (time-major, longest-first) order, and
+        `sorted_index` [B] (row order used for packing), so that
         `pack_padded_sequence(x[sorted_index], tgt_len[sorted_index])` aligns gold labels.
         """
         sorted_len, sorted_index = tgt_len.sort(descending=True)
@@ -134,5 +143,5 @@ class Decoder(nn.Module):
             hiddens.append(hidden)
             contexts.append(context)
             offset += n
-        logits = self.logits(torch.cat(hiddens), packed.data, torch.cat(contexts))
-        return logits, sorted_index
+        features = self.output_features(torch.cat(hiddens), packed.data, torch.cat(contexts))
+        return (self.output(features) if project else features), sorted_index

@@ -10,6 +10,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from models.config import ModelConfig
 from models.decoder import Decoder, EncodedSource
 from models.encoder import Encoder
+from models.sampled_softmax import sampled_cross_entropy
 
 
 class Seq2Seq(nn.Module):
@@ -64,17 +65,24 @@ class Seq2Seq(nn.Module):
         tgt_out: Tensor,
         tgt_len: Tensor,
         label_smoothing: float = 0.0,
+        vocabulary: Tensor | None = None,
     ) -> Tensor:
         """The training loss: summed cross-entropy over real target tokens (divide by
         tgt_len.sum() for the mean). It is `forward` so that DDP wraps it directly.
 
         tgt_in = bos + y, tgt_out = y + eos, both [B, T] padded, tgt_len [B] = len(y) + 1.
+        With `vocabulary` (sorted target ids [K] holding every id of tgt_out, see
+        `models.sampled_softmax`), the softmax runs over those ids only.
         """
-        logits, order = self.packed_logits(src, src_len, tgt_in, tgt_len)
+        source, init = self.encode(src, src_len)
+        project = vocabulary is None
+        out, order = self.decoder.teacher_forced(source, init, tgt_in, tgt_len, project)
         gold = pack_padded_sequence(tgt_out[order], tgt_len[order].cpu(), batch_first=True).data
-        return F.cross_entropy(
-            logits.float(), gold, reduction="sum", label_smoothing=label_smoothing
-        )
+        if not project:
+            return sampled_cross_entropy(
+                out, self.decoder.output, gold, vocabulary, label_smoothing
+            )
+        return F.cross_entropy(out.float(), gold, reduction="sum", label_smoothing=label_smoothing)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

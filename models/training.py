@@ -108,17 +108,26 @@ def train_step(
     label_smoothing: float = 0.0,
     clip_norm: float | None = 1.0,
     autocast_dtype: torch.dtype | None = None,
+    vocabulary: Tensor | None = None,
 ) -> StepResult:
     """One optimisation step on one batch (mean loss over the batch's real target tokens).
 
     `model` is a Seq2Seq or a wrapper around one (DDP): its forward returns the summed loss.
+    `vocabulary`: the sampled softmax's target ids (see `models.sampled_softmax`), or None
+    for the full softmax.
     """
     model.train()
     num_tokens = batch.num_target_tokens
     device_type = batch.src.device.type
     with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         loss_sum = model(
-            batch.src, batch.src_len, batch.tgt_in, batch.tgt_out, batch.tgt_len, label_smoothing
+            batch.src,
+            batch.src_len,
+            batch.tgt_in,
+            batch.tgt_out,
+            batch.tgt_len,
+            label_smoothing,
+            vocabulary,
         )
     loss = loss_sum / num_tokens
     optimizer.zero_grad(set_to_none=True)

@@ -34,7 +34,7 @@ COLUMNS = ["index", "src_ids", "tgt_ids", "src_len", "tgt_len"]
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield
     ray.shutdown()
 

@@ -45,7 +45,7 @@ OPTIONS = {"src_lang": "de", "tgt_lang": "en", "vocab_size": 100, "src_col": "de
 def bucket():
     """The S3 endpoint first, so that the Ray workers started next inherit its settings."""
     with s3_environment() as uri:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
         try:
             yield uri
         finally:

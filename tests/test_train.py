@@ -36,7 +36,7 @@ TINY = TrainConfig.from_yaml(Path(__file__).resolve().parents[1] / "configs" / "
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     yield
     ray.shutdown()
 
@@ -178,3 +178,20 @@ def test_bad_data_dir_is_a_clear_error(tmp_path):
     (tmp_path / "not-prepared").mkdir()
     with pytest.raises(UserError, match="not a prepared dataset"):
         train_model(tmp_path / "not-prepared", tmp_path / "out", TINY)
+
+
+def test_sampled_softmax_trains_and_the_model_decodes_with_its_full_layer(data_dir, tmp_path):
+    vocab_size = build_model_config(Location.of(data_dir), TINY).tgt_vocab_size
+    too_large = TINY.override(output="sampled", sampled_softmax_size=vocab_size + 1)
+    with pytest.raises(UserError, match="larger than the target vocabulary"):
+        train_model(data_dir, tmp_path / "refused", too_large)
+    config = TINY.override(
+        output="sampled", sampled_softmax_size=vocab_size // 2, max_steps=40, valid_every=20
+    )
+    summary = train_model(data_dir, tmp_path / "run", config)
+    losses = [float(row["train_loss"]) for row in metric_rows(tmp_path / "run")]
+    assert summary.steps == 40 and losses[1] < losses[0]
+    model = load_model(tmp_path / "run" / "model")
+    assert model.decoder.output.out_features == vocab_size
+    (translation,) = Translator(tmp_path / "run").translate(["ein hund"])
+    assert translation.text.strip()

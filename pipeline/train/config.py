@@ -59,6 +59,10 @@ class TrainConfig:
     # resource that only some node types offer.
     worker_resources: dict = field(default_factory=dict)
     precision: str = "auto"  # "auto" (bf16 autocast on GPU, fp32 on CPU) | "fp32" | "bf16"
+    # "full" softmax, or "sampled" over each batch's targets topped up to
+    # `sampled_softmax_size` ids (models/sampled_softmax.py); decoding is the same for both.
+    output: str = "full"
+    sampled_softmax_size: int = 8192
     seed: int = 1
     # Training pairs rewritten on the fly (pipeline/train/augment.py); both off by default.
     noise: NoiseSettings = field(default_factory=NoiseSettings)  # how people type, on sources
@@ -70,6 +74,10 @@ class TrainConfig:
         self.subword_sampling = settings_from(
             SubwordSampling, self.subword_sampling, "subword_sampling"
         )
+        if self.output not in ("full", "sampled"):
+            raise UserError(f"output must be full or sampled, not {self.output!r}")
+        if self.sampled_softmax_size < 1:
+            raise UserError("sampled_softmax_size must be at least 1")
         if self.average_last < 0:
             raise UserError(f"average_last must be 0 (off) or more, not {self.average_last}")
 

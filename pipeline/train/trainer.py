@@ -112,6 +112,11 @@ def build_model_config(data: Location, config: TrainConfig) -> ModelConfig:
             f"model settings {sorted(reserved & set(config.model))} come from the "
             "data; remove them from the config"
         )
+    if config.output == "sampled" and config.sampled_softmax_size > sizes["tgt_vocab_size"]:
+        raise UserError(
+            f"sampled_softmax_size {config.sampled_softmax_size} is larger than the target "
+            f"vocabulary ({sizes['tgt_vocab_size']}): use output: full"
+        )
     try:
         return ModelConfig(**sizes, **config.model)
     except TypeError as error:

@@ -28,6 +28,7 @@ import torch.distributed as dist
 from ray.data import DataIterator
 
 from models.config import ModelConfig
+from models.sampled_softmax import sample_vocabulary
 from models.search import beam_search, greedy_search
 from models.seq2seq import Seq2Seq
 from models.training import Batch, collate, token_batches, train_step
@@ -140,6 +141,7 @@ class WorkerRun:
         self.schedule = LearningRate(self.optimizer, config)
         self.progress = Progress()
         self.autocast = _autocast_dtype(config.precision, self.device)
+        self.vocabulary_generator = torch.Generator().manual_seed(config.seed + self.rank)
         self.started = time.perf_counter()
         self.tokens_since_report = 0
         # Token-weighted mean training loss since the last validation (one batch is noisy).
@@ -214,6 +216,7 @@ class WorkerRun:
             config.label_smoothing,
             config.clip_norm,
             self.autocast,
+            self.sampled_vocabulary(batch),
         )
         progress.step += 1
         progress.batches_in_epoch += 1
@@ -225,6 +228,19 @@ class WorkerRun:
         self.maybe_inject_fault()
         if progress.step % config.log_every == 0:
             self.log_progress(result.loss, meter)
+
+    def sampled_vocabulary(self, batch: Batch) -> torch.Tensor | None:
+        """The batch's V' under `output: sampled`; None for the full softmax."""
+        if self.config.output != "sampled":
+            return None
+        specials = (self.model_config.unk_id, self.model_config.eos_id)
+        return sample_vocabulary(
+            batch.tgt_out[batch.tgt_out != self.model_config.pad_id],
+            self.model_config.tgt_vocab_size,
+            self.config.sampled_softmax_size,
+            specials,
+            self.vocabulary_generator,
+        )
 
     def epoch_batches(self, shard: DataIterator) -> Iterator[Batch]:
         """This epoch's token batches of this worker's shard (rewritten by `job.augment`
