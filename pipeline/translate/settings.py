@@ -117,8 +117,9 @@ class DecodeSettings:
             ),
             "batch_size": dict(type=int, help="sentences decoded together (default: %(default)s)"),
             "sample": dict(
-                action="store_true",
-                help="sample instead of beam search (chat models); --n-best K: K distinct samples",
+                action=argparse.BooleanOptionalAction,
+                help="sample instead of beam search (chat models); --n-best K: K distinct samples "
+                "(default: %(default)s)",
             ),
             "temperature": dict(
                 type=float, help="with --sample; 0 is greedy (default: %(default)s)"
