@@ -80,3 +80,33 @@ def test_bad_chat_flags_are_one_line_errors(chat_model_dir, capsys):
     assert capsys.readouterr().err.strip() == (
         "nmt chat: error: --top-p must be above 0 and at most 1, not 0.0"
     )
+
+
+def test_distinct_n_counts_distinct_ngrams_over_all():
+    from pipeline.chat.evaluate import distinct
+
+    assert distinct(["a b a b", "c"], 1) == 3 / 5
+    assert distinct(["a b a b", "c"], 2) == 2 / 3  # (a b) twice, (b a) once
+    assert distinct(["你好你好"], 1, "zh") == 2 / 4
+    assert distinct([], 2) == 0.0
+
+
+def test_chat_evaluation_on_a_prepared_split(chat_model_dir, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.chat.evaluate import DECODINGS, distinct, evaluate_chat
+    from pipeline.corpus.synthetic import parallel_corpus
+
+    translator = Translator(chat_model_dir)
+    pairs = parallel_corpus(12, seed=5)
+    src, tgt = ([p[i] for p in pairs] for i in (0, 1))
+    encode = translator.src_tokenizer.encode
+    table = {"src_ids": encode(src), "tgt_ids": encode(tgt), "src_text": src, "tgt_text": tgt}
+    (tmp_path / "valid").mkdir()
+    pq.write_table(pa.table(table), tmp_path / "valid" / "part-0.parquet")
+    result = evaluate_chat(translator, tmp_path / "valid")
+    vocabulary = translator.model.config.tgt_vocab_size
+    assert result["pairs"] == 12 and 1 < result["perplexity"] < vocabulary
+    assert set(result["replies"]) == {"human", *DECODINGS}
+    assert result["replies"]["human"]["distinct_2"] == distinct(tgt, 2)

@@ -17,6 +17,7 @@ EXAMPLES = """examples:
   nmt chat --model runs/chat/en --temperature 0.7 --top-p 0.9 --seed 1
   nmt chat --model runs/chat/en --no-sample --beam-size 5 --no-repeat-ngram 3
   nmt chat --model runs/chat/zh --context-turns 1
+  nmt chat --model runs/chat/en --evaluate runs/data/chat-en/test/english-test
 
 In the conversation: /reset forgets the turns so far, /quit (or Ctrl-D) ends it. The line is
 edited with readline (arrows, Ctrl-R) and kept in --history across sessions. Chat samples by
@@ -45,6 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="readline history file; '' keeps none (default: %(default)s)",
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    parser.add_argument(
+        "--evaluate",
+        metavar="SPLIT",
+        help="instead of chatting: perplexity and distinct-1/2 of beam search against sampling "
+        "on a prepared split (e.g. runs/data/chat-en/valid)",
+    )
     DecodeSettings.add_arguments(parser, omit=("batch_size", "precision", "n_best"))
     parser.set_defaults(**CHAT_DEFAULTS)
 
@@ -56,10 +63,13 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.chat.session import ChatSession
     from pipeline.translate.translator import Translator
 
-    session = ChatSession(
-        Translator(args.model, device=args.device, settings=settings),
-        context_turns=args.context_turns,
-    )
+    translator = Translator(args.model, device=args.device, settings=settings)
+    if args.evaluate:
+        from pipeline.chat.evaluate import evaluate_chat, markdown
+
+        print(markdown(evaluate_chat(translator, args.evaluate, seed=args.seed or 1)))
+        return 0
+    session = ChatSession(translator, context_turns=args.context_turns)
     mode = "sampling" if settings.sample else f"beam {settings.beam_size}"
     print(
         f"chatting with {session.translator.name} ({mode}, {session.context_turns} turn(s) of "
