@@ -14,22 +14,28 @@ from pipeline.translate.settings import DecodeSettings
 
 EXAMPLES = """examples:
   nmt chat --model runs/chat/en
-  nmt chat --model runs/chat/en --temperature 0.7 --top-p 0.9 --seed 1
+  nmt chat --model runs/chat/en --temperature 1.0 --top-k 20 --seed 1
   nmt chat --model runs/chat/en --no-sample --beam-size 5 --no-repeat-ngram 3
   nmt chat --model runs/chat/zh --context-turns 1
   nmt chat --model runs/chat/en --evaluate runs/data/chat-en/test/english-test
 
 In the conversation: /reset forgets the turns so far, /quit (or Ctrl-D) ends it. The line is
 edited with readline (arrows, Ctrl-R) and kept in --history across sessions. Chat samples by
-default (top-p 0.9, no repeated trigram): the most probable reply is the dull one. The last
-turns are the context of the next reply: as many as the model was trained with (its
-meta.json), or --context-turns.
+default (temperature 0.7, top-p 0.9, no repeated trigram): the most probable reply is the
+dull one. The last turns are the context of the next reply: as many as the model was
+trained with (its meta.json), or --context-turns.
 """
 
 PROMPT = "you> "
 REPLY = "bot> "
 # Chat's own defaults for the shared decoding flags (DecodeSettings keeps translation's).
-CHAT_DEFAULTS = {"sample": True, "top_p": 0.9, "no_repeat_ngram": 3, "batch_size": 1}
+CHAT_DEFAULTS = {
+    "sample": True,
+    "temperature": 0.7,
+    "top_p": 0.9,
+    "no_repeat_ngram": 3,
+    "batch_size": 1,
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

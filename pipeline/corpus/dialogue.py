@@ -8,9 +8,10 @@ Two formats, each a list of conversations (a conversation is a list of turns, st
 
 Every turn after the first of a conversation is a reply; its source is the `context_turns`
 turns before it joined with SEPARATOR (a sentencepiece symbol of its own). A spec may end in
-`#train`, `#valid` or `#test` to take a held-out part: conversation k (counted over the
-whole input) is valid when k % 10 == 8, test when k % 10 == 9, train otherwise, so no reply
-of a held-out conversation is trained on.
+`#train`, `#valid` or `#test` to take a held-out part. The part is chosen by the
+conversation's first turn (its CRC-32 modulo 10: 8 is valid, 9 test, the rest train), so
+conversations that open alike stay together: chatterbot-corpus repeats prompts and whole
+conversations across its files, and a split by position would test on pairs it trains on.
 
 Bad input is refused with its file and line (invalid YAML or JSON, no conversations list,
 a JSONL line without a `turns` list); bad turns are counted and dropped, with the lines of
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,7 +37,7 @@ from pipeline.storage import Location
 
 SEPARATOR = "<sep>"  # joins context turns; a user-defined sentencepiece piece
 CHATTERBOT = "chatterbot:"
-PARTS = {8: "valid", 9: "test"}  # conversation number % 10 -> held-out part; others: train
+PARTS = {8: "valid", 9: "test"}  # first turn's CRC-32 % 10 -> held-out part; others: train
 YAML_SUFFIXES = (".yml", ".yaml")
 STR_TAG = "tag:yaml.org,2002:str"
 NOT_A_STRING, ONE_TURN, EMPTY_TURN = "turn not a string", "one-turn conversation", "empty turn"
@@ -187,15 +189,18 @@ def dialogue_rows(
     counts turns over the whole input, so a row can be traced back."""
     stats = stats if stats is not None else DialogueStats()
     index = 0
-    number = 0
     for path in paths:
         for conversation in read_conversations(path):
-            in_part = part is None or PARTS.get(number % 10, "train") == part
-            number += 1
-            if in_part:
+            if part is None or part_of(conversation) == part:
                 stats.conversations += 1
                 yield from _pairs(conversation, index, context_turns, stats)
             index += len(conversation.turns)
+
+
+def part_of(conversation: Conversation) -> str:
+    """The held-out part of a conversation, by its first turn (so equal openings share one)."""
+    opening = conversation.turns[0].text or "" if conversation.turns else ""
+    return PARTS.get(zlib.crc32(opening.encode()) % 10, "train")
 
 
 def _pairs(
