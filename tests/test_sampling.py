@@ -186,3 +186,15 @@ def test_repeated_ngram_mask_on_a_known_history():
     assert repeated_ngram_mask(history, candidates, 3)[0].tolist() == [True, False, False]
     assert repeated_ngram_mask(history, candidates, 1)[1].tolist() == [True, True, True]
     assert not repeated_ngram_mask(history[:, :1], candidates, 2).any()
+
+
+def test_an_ensemble_of_one_samples_as_its_model():
+    from models.ensemble import Ensemble
+
+    model = random_model()
+    batch = toy_batch(SENTENCES, model.config)
+    alone = sample_search(model, batch.src, batch.src_len, range(5), Sampler(top_k=8), n=2)
+    together = sample_search(
+        Ensemble([model]), batch.src, batch.src_len, range(5), Sampler(top_k=8), n=2
+    )
+    assert [tokens_of(n) for n in together] == [tokens_of(n) for n in alone]
