@@ -16,6 +16,7 @@ from torch import Tensor
 from models.attention import RowSources
 from models.config import ModelConfig
 from models.decoder import EncodedSource
+from models.ngrams import without_repeated_ngrams
 from models.seq2seq import Seq2Seq
 
 
@@ -271,6 +272,7 @@ def beam_search(
     max_len_b: int = 10,
     return_attention: bool = False,
     prune: float = 0.0,
+    no_repeat_ngram: int = 0,
 ) -> list[list[Hypothesis]]:
     """src [B, S], src_len [B] -> for each sentence its n_best hypotheses, best first.
 
@@ -286,6 +288,9 @@ def beam_search(
     Al-Onaizan 2017): where the model is sure, the beam narrows to the few candidates that
     could still win, and each dropped row is a decoder step saved. It can leave fewer than
     `n_best` hypotheses, so it needs `n_best` 1. A tiny `prune` is greedy search.
+
+    `no_repeat_ngram` > 0 drops every extension that would repeat an n-gram of that size
+    already in its hypothesis (`models.ngrams`).
     """
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must be between 1 and beam_size ({beam_size}), not {n_best}")
@@ -315,7 +320,13 @@ def beam_search(
 
     for t in range(int(limits.max())):
         prev = beams.tokens[:, -1] if t else src.new_full((batch_size,), config.bos_id)
-        row_scores, row_tokens, weights = decoder.top_log_probs(prev, per_row)
+        # a row bans at most t tokens (one per n-gram so far): that many more suffice
+        wanted = min(per_row + t, config.tgt_vocab_size) if no_repeat_ngram else per_row
+        row_scores, row_tokens, weights = decoder.top_log_probs(prev, wanted)
+        if no_repeat_ngram:
+            row_scores, row_tokens = without_repeated_ngrams(
+                row_scores, row_tokens, beams.tokens, no_repeat_ngram, per_row
+            )
         slots = beam_size - finished.count[active]
         # The decoder's rows are the beams' rows: one layout serves both (none at step 0).
         layout = decoder.rows or RowSources.of(beams.sentence, active.numel())

@@ -22,6 +22,7 @@ COMMANDS = {
     "evaluate": ("pipeline.translate.evaluate", "score a model with sacreBLEU and chrF"),
     "serve": ("pipeline.serve.cli", "run the autoscaled HTTP translation endpoint (Ray Serve)"),
     "bulk-translate": ("pipeline.bulk.cli", "translate a Parquet document store (Ray Data)"),
+    "chat": ("pipeline.chat.cli", "talk with a chat model in the terminal"),
 }
 
 EXAMPLES = """examples:
@@ -37,6 +38,7 @@ EXAMPLES = """examples:
   nmt serve --model runs/exp/de-en --port 8000
   nmt bulk-translate --model runs/exp/de-en --input 'store/*.parquet' --output out/ \\
       --text-column text
+  nmt chat --model runs/chat/en
 
 Run `nmt COMMAND --help` for a command's options and examples.
 """

@@ -219,6 +219,7 @@ SETTINGS_KEYS = [  # stats.json's "settings", in this order (training and tools 
     "skip_invalid_utf8",
     "workers",
     "seed",
+    "context_turns",
 ]
 
 

@@ -195,6 +195,22 @@ def test_single_text_n_best_and_attention(url: str, translator: Translator) -> N
         assert math.isclose(sum(row), 1.0, abs_tol=1e-3)  # a distribution over the source
 
 
+def test_sampling_fields_decode_as_the_translator_samples(url: str, translator: Translator) -> None:
+    """A request's sampling fields reach the replica: a seed gives the Translator's samples,
+    n_best (above beam_size) gives that many distinct samples."""
+    texts = german(3, seed=13)
+    sampling = {"sample": True, "temperature": 1.5, "top_p": 0.95, "seed": 5}
+    response = post(url, {"text": texts, "n_best": 3, "beam_size": 1, **sampling})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    settings = replace(translator.settings, n_best=3, beam_size=1, **sampling)
+    expected = translator.translate(texts, settings)
+    assert body["translations"] == [t.text for t in expected]
+    for alternatives in body["alternatives"]:
+        assert len({a["text"] for a in alternatives}) == len(alternatives) > 1
+    assert post(url, {"text": texts, "sample": True, "top_p": 0}).status_code == 422
+
+
 def test_concurrent_requests_are_batched_without_cross_talk(
     url: str, translator: Translator
 ) -> None:

@@ -72,3 +72,22 @@ def test_bf16_precision_rounds_scores_but_keeps_translations(tiny_model_dir):
         DecodeSettings(precision="fp16")
     with pytest.raises(UserError, match="decodes in bf16, not fp32"):
         translator.translate(texts, DecodeSettings())
+
+
+def test_a_seeded_sample_is_the_same_in_any_batch_and_order(tiny_model_dir):
+    """Each sentence is seeded from the request's seed and its own tokens, so batch size,
+    order and neighbours never change its sample; n-best samples are distinct."""
+    sampling = DecodeSettings(sample=True, seed=3, temperature=1.5, batch_size=4)
+    translator = Translator(tiny_model_dir, settings=sampling)
+    texts = SOURCES[:8]
+    results = [r.text for r in translator.translate(texts)]
+    one_by_one = replace(sampling, batch_size=1)
+    assert [r.text for r in translator.translate(texts[::-1], one_by_one)] == results[::-1]
+    greedy_settings = replace(sampling, beam_size=1, sample=False)
+    greedy = [r.text for r in translator.translate(texts, greedy_settings)]
+    reseeded = [r.text for r in translator.translate(texts, replace(sampling, seed=4))]
+    assert results != greedy and results != reseeded
+    (nbest,) = translator.translate(texts[:1], replace(sampling, n_best=6))
+    assert len({text for text, _ in nbest.alternatives}) == len(nbest.alternatives) > 1
+    with pytest.raises(UserError, match="--top-p must be above 0"):
+        replace(sampling, top_p=0)

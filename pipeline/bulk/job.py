@@ -47,11 +47,13 @@ from pipeline.errors import UserError
 from pipeline.serve.options import APP_NAME, TRANSLATOR_DEPLOYMENT
 from pipeline.storage import Location
 from pipeline.translate.catalog import ModelEntry
-from pipeline.translate.settings import DecodeSettings
+from pipeline.translate.settings import SAMPLING_FIELDS, DecodeSettings
 
 ERROR_COLUMN = "error"
 # The decoding settings a job file records: --resume refuses to mix outputs that differ in them.
-RECORDED_DECODING = ("beam_size", "alpha", "beam_prune", "precision", "max_len_a", "max_len_b")
+RECORDED_DECODING = (
+    ("beam_size", "alpha", "beam_prune", "precision", "max_len_a", "max_len_b") + SAMPLING_FIELDS
+)
 
 
 class IncompleteOutput(RuntimeError):

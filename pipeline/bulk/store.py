@@ -42,6 +42,13 @@ SETTINGS_BEFORE_RECORDED = {
     "source_lang_column": None,
     "detect_source": False,
     "target_lang": None,
+    # before sampling existed, every job ran beam (or greedy) search without n-gram bans
+    "sample": False,
+    "temperature": 1.0,
+    "top_k": 0,
+    "top_p": 1.0,
+    "seed": None,
+    "no_repeat_ngram": 0,
 }
 SENTENCES_KEY = b"nmt.sentences"  # Parquet footer metadata: sentences in the fragment
 

@@ -154,7 +154,9 @@ class ServeWorker(FragmentWorker):
         chunks = [order[start : start + size] for start in range(0, len(order), size)]
         responses = [
             handle.translate_batch.remote(
-                [sentences[i] for i in chunk], beam_size=self.settings.decoding.beam_size
+                [sentences[i] for i in chunk],
+                beam_size=self.settings.decoding.beam_size,
+                sampling=self.settings.decoding.sampling(),
             )
             for chunk in chunks
         ]

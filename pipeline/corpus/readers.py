@@ -5,7 +5,9 @@ into a dataset.
 Three input forms:
 - a prefix P with P.<lang> or P.<lang>.gz text files, aligned line by line;
 - a .tsv file, source and target in the columns `--src-col/--tgt-col` (0-based);
-- Parquet (a file, a directory or a glob) with the columns named by `--src-col/--tgt-col`.
+- Parquet (a file, a directory or a glob) with the columns named by `--src-col/--tgt-col`;
+and conversations (`pipeline.corpus.dialogue`: chatterbot-corpus YAML, JSONL), read as
+(context -> reply) pairs.
 
 `index` is the 0-based line (row) of the pair in its input, so every prepared pair can be
 traced back. `drop` names why the reader dropped a pair (null when kept); dropped pairs still
@@ -33,6 +35,7 @@ import pyarrow.parquet as pq
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
+from pipeline.corpus.dialogue import dialogue_rows, is_dialogue_spec, resolve_dialogue
 from pipeline.errors import UserError
 from pipeline.storage import Location, glob_files, is_uri
 
@@ -57,13 +60,15 @@ class CorpusError(UserError):
 class CorpusInput:
     """One resolved `--train/--valid/--test` argument."""
 
-    kind: str  # "text" | "tsv" | "parquet"
+    kind: str  # "text" | "tsv" | "parquet" | "dialogue"
     # text: (src file, tgt file); tsv: (file,); parquet: sorted files. Local paths or URIs.
     paths: tuple[str, ...]
     name: str  # the split name for tests: basename without language/extension
     src_col: str | int | None = None
     tgt_col: str | int | None = None
     row_counts: tuple[int, ...] = field(default=(), compare=False)  # parquet rows per file
+    context_turns: int = 1  # dialogue: the turns before a reply that are its source
+    part: str | None = None  # dialogue: the held-out part read ("train", ...); None: all
 
 
 @dataclass(frozen=True)
@@ -83,10 +88,18 @@ def check_lang(code: str) -> str:
 
 
 def resolve_input(
-    spec: str, src_lang: str, tgt_lang: str, src_col: str | None, tgt_col: str | None
+    spec: str,
+    src_lang: str,
+    tgt_lang: str,
+    src_col: str | None,
+    tgt_col: str | None,
+    context_turns: int = 1,
 ) -> CorpusInput:
-    """What `spec` (a local path or a URI) names: a text prefix, a .tsv file or Parquet; a
-    UserError otherwise."""
+    """What `spec` (a local path or a URI) names: a text prefix, a .tsv file, Parquet or
+    conversations; a UserError otherwise."""
+    if is_dialogue_spec(spec):
+        files, name, part = resolve_dialogue(spec)
+        return CorpusInput("dialogue", files, name, context_turns=context_turns, part=part)
     base = _without_query(spec)
     if base.endswith((".tsv", ".tsv.gz")):
         return _tsv_input(spec, src_col, tgt_col)
@@ -221,7 +234,17 @@ def _raw_blocks(corpus: CorpusInput, files: range, options: ReadOptions) -> Iter
         return _text_pair_blocks(*corpus.paths, options)
     if corpus.kind == "tsv":
         return _tsv_blocks(corpus.paths[0], int(corpus.src_col), int(corpus.tgt_col), options)
+    if corpus.kind == "dialogue":
+        return _dialogue_blocks(corpus, options)
     return _parquet_blocks(corpus, files, options)
+
+
+def _dialogue_blocks(corpus: CorpusInput, options: ReadOptions) -> Iterator[pa.Table]:
+    rows = dialogue_rows(corpus.paths, corpus.context_turns, corpus.part)
+    while chunk := list(itertools.islice(rows, options.block_rows)):
+        index, src, tgt, drop = zip(*chunk, strict=True)
+        arrays = [pa.array(index, pa.int64()), src, tgt, pa.array(drop, pa.string())]
+        yield pa.Table.from_arrays(arrays, schema=READ_SCHEMA)
 
 
 def _open_binary(path: str) -> BinaryIO:

@@ -21,12 +21,14 @@ def train_sentencepiece(
     character_coverage: float = 1.0,
     model_type: str = "unigram",
     num_threads: int = 2,
+    user_defined_symbols: Sequence[str] = (),
 ) -> bytes:
     """Train a sentencepiece model on `sentences`; returns the serialized model.
 
     character_coverage=1.0 keeps every character seen (Chinese needs this; for Latin
     scripts it only adds a handful of rare pieces). `hard_vocab_limit=False` lets a tiny
-    corpus produce fewer pieces than asked instead of failing.
+    corpus produce fewer pieces than asked instead of failing. `user_defined_symbols` are
+    pieces always kept whole (the dialogue turn separator).
     """
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
@@ -42,6 +44,7 @@ def train_sentencepiece(
         hard_vocab_limit=False,
         num_threads=num_threads,
         minloglevel=2,
+        user_defined_symbols=list(user_defined_symbols),
     )
     return model.getvalue()
 

@@ -23,11 +23,21 @@ EXAMPLES = """examples:
       --train 'store/train/*.parquet' --valid store/valid.parquet --out runs/data/store
   nmt prepare --src-lang de --tgt-lang en --train s3://bucket/multi30k/train \\
       --valid s3://bucket/multi30k/val --out s3://bucket/data/multi30k-de-en
+  nmt prepare --src-lang en --tgt-lang en --train 'chatterbot:english#train' \\
+      --valid 'chatterbot:english#valid' --context-turns 2 --max-ratio 100 --out runs/data/chat-en
+  nmt prepare --src-lang en --tgt-lang en --train logs.jsonl#train --valid logs.jsonl#valid \\
+      --out runs/data/my-chat
 
 Inputs: a prefix P (files P.<lang> or P.<lang>.gz, aligned by line), a .tsv file
 (--src-col/--tgt-col are 0-based column numbers) or Parquet: a file, directory or glob
 (--src-col/--tgt-col are column names). Any of them, and --out, may be a URI such as
 s3://bucket/path. Set RAY_ADDRESS to run on a cluster.
+
+Conversations (chat models): chatterbot:LANGUAGE (the chatterbot-corpus package, pip
+install 'rnnsearch-ray[chat]'), a chatterbot-style .yml file, or a .jsonl file of
+{"turns": [...]} lines. Each reply becomes a pair: the --context-turns turns before it,
+joined with <sep>, -> the reply. #train, #valid and #test take held-out parts (every tenth
+conversation is valid, the next test). Source and target share one vocabulary.
 """
 
 
@@ -86,6 +96,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--seed", type=int, default=DEFAULTS["seed"], help="seed of the sentencepiece sample"
+    )
+    parser.add_argument(
+        "--context-turns",
+        type=int,
+        metavar="N",
+        default=DEFAULTS["context_turns"],
+        help="conversations: the N turns before a reply are its source (default: %(default)s)",
     )
 
 

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pipeline.corpus.dialogue import SEPARATOR, dialogue_stats
 from pipeline.corpus.readers import CorpusInput, ReadOptions, check_lang, read_blocks, resolve_input
 from pipeline.corpus.tokenizer import SRC_SPM, TGT_SPM
 from pipeline.errors import UserError
@@ -84,11 +85,13 @@ def _resolve_splits(settings: PrepareSettings) -> dict[str, CorpusInput]:
     languages = (settings.src_lang, settings.tgt_lang)
     for code in languages:
         check_lang(code)
-    if settings.src_lang == settings.tgt_lang:
-        raise UserError(f"--src-lang and --tgt-lang are both '{settings.src_lang}'")
+    if settings.context_turns < 1:
+        raise UserError(f"--context-turns must be at least 1, not {settings.context_turns}")
 
     def resolve(spec: str) -> CorpusInput:
-        return resolve_input(spec, *languages, settings.src_col, settings.tgt_col)
+        return resolve_input(
+            spec, *languages, settings.src_col, settings.tgt_col, settings.context_turns
+        )
 
     splits = {"train": resolve(settings.train), "valid": resolve(settings.valid)}
     for spec in settings.test:
@@ -96,6 +99,13 @@ def _resolve_splits(settings: PrepareSettings) -> dict[str, CorpusInput]:
         if f"test/{corpus.name}" in splits:
             raise UserError(f"two --test inputs are both named '{corpus.name}': rename one")
         splits[f"test/{corpus.name}"] = corpus
+    dialogue = [corpus.kind == "dialogue" for corpus in splits.values()]
+    if any(dialogue) and not all(dialogue):
+        raise UserError("conversations and parallel text cannot be mixed in one dataset")
+    if settings.src_lang == settings.tgt_lang and not any(dialogue):
+        raise UserError(f"--src-lang and --tgt-lang are both '{settings.src_lang}'")
+    if any(dialogue) and settings.separate_vocab:
+        raise UserError("conversations share one vocabulary: drop --separate-vocab")
     return splits
 
 
@@ -136,18 +146,28 @@ def _prepare_into(
             split_stats[name] = run_split(
                 corpus, target / name, src_model, tgt_model, settings, name == "train"
             )
+        if corpus.kind == "dialogue":  # a second read of a small input: what it held
+            found = dialogue_stats(corpus.paths, corpus.context_turns, corpus.part)
+            split_stats[name]["dialogue"] = found.to_json()
+    dialogue = splits["train"].kind == "dialogue"
     stats = {
         "src_lang": settings.src_lang,
         "tgt_lang": settings.tgt_lang,
         "joint_vocab": not settings.separate_vocab,
         "vocab_size": {"src": _pieces(src_model), "tgt": _pieces(tgt_model)},
         "splits": split_stats,
+        **({"dialogue": _dialogue_meta(settings)} if dialogue else {}),
         "settings": settings.to_json(),
         "seconds": {name: round(value, 3) for name, value in seconds.items()},
     }
     # last: on remote storage its presence is what marks the dataset complete (is_prepared)
     (target / STATS).write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
     return stats
+
+
+def _dialogue_meta(settings: PrepareSettings) -> dict:
+    """How a chat model's source is built (its meta.json keeps it, `nmt chat` follows it)."""
+    return {"context_turns": settings.context_turns, "separator": SEPARATOR}
 
 
 @contextlib.contextmanager
@@ -193,9 +213,17 @@ def train_vocab(corpus: CorpusInput, settings: PrepareSettings) -> tuple[bytes, 
     if not pairs:
         raise UserError(f"the training corpus {', '.join(corpus.paths)} has no usable pairs")
 
+    # the turn separator stays one piece, never split or learnt from the text
+    symbols = (SEPARATOR,) if corpus.kind == "dialogue" else ()
+
     def train(sentences: list[str]) -> bytes:
         try:
-            return train_sentencepiece(sentences, settings.vocab_size, settings.character_coverage)
+            return train_sentencepiece(
+                sentences,
+                settings.vocab_size,
+                settings.character_coverage,
+                user_defined_symbols=symbols,
+            )
         except RuntimeError as error:
             raise UserError(
                 f"sentencepiece could not train a vocabulary ({error}): try a larger "
@@ -228,6 +256,14 @@ def summary(stats: dict, out: str | Path, seconds: float) -> str:
             f"{name:<24}{split['in']:>10,}{split['kept']:>10,}  "
             f"{_lengths(split['src_len_pct']):>20}  {_lengths(split['tgt_len_pct']):>20}  {dropped}"
         )
+    for name, split in stats["splits"].items():
+        if found := split.get("dialogue"):
+            turns = ", ".join(f"{r} {n}" for r, n in found["dropped_turns"].items()) or "none"
+            lines.append(
+                f"{name}: {found['conversations']:,} conversations, {found['pairs']:,} pairs, "
+                f"dropped turns: {turns}"
+            )
+            lines.extend(f"  {example}" for example in found["examples"])
     return "\n".join(lines)
 
 

@@ -35,6 +35,7 @@ class PrepareSettings:
     skip_invalid_utf8: bool = False
     workers: int | None = None  # tokenizer actors; None: as many as the cluster's CPUs allow
     seed: int = 0  # of the sentencepiece sample
+    context_turns: int = 1  # dialogue inputs: the turns before a reply that are its source
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "test", tuple(self.test))

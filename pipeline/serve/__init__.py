@@ -15,10 +15,11 @@ Interface for other code (bulk translation's `--via-serve` among it):
 Deployments (names are constants of `pipeline.serve.options`):
 - TRANSLATOR_DEPLOYMENT ("Translator", `pipeline.serve.deployment`): the models, multiplexed
   over autoscaled replicas (`models_per_replica` each, LRU, loaded on demand).
-  - `async translate_batch(texts: list[str], beam_size: int | None = None) -> list[str]`:
-    one call, one list in input order; for callers that already hold a batch.
-  - `async translate_texts(texts, beam_size=None, n_best=1, return_attention=False)
-    -> list[dict]`: the path the HTTP ingress uses, one call per request; each sentence joins
+  - `async translate_batch(texts: list[str], beam_size: int | None = None, sampling=None)
+    -> list[str]`: one call, one list in input order; for callers that already hold a batch.
+  - `async translate_texts(texts, beam_size=None, n_best=1, return_attention=False,
+    sampling=None) -> list[dict]` (`sampling`: `DecodeSettings.sampling()`, overriding the
+    replica's): the path the HTTP ingress uses, one call per request; each sentence joins
     `@serve.batch`, so sentences from concurrent requests share one beam search per model.
     Returns `pipeline.serve.overload.Busy` instead when the replica's backlog has no room.
   - `async info() -> dict`: the model's `Translator.info()`; `models() -> list[ModelEntry]`:

@@ -49,6 +49,7 @@ from pipeline.serve.schema import (
 )
 from pipeline.translate.catalog import ModelCatalog, ModelEntry, RouteError
 from pipeline.translate.routing import Route, Router
+from pipeline.translate.settings import SAMPLING_FIELDS
 
 BATCH_SIZE_HEADER = "X-Batch-Size"  # the largest beam-search batch this request's texts joined
 HEALTH_TIMEOUT_S = 5.0
@@ -128,7 +129,11 @@ class TranslationApi:
                 raise refusal
             results = await call_with_retries(
                 lambda: handle.translate_texts.remote(
-                    texts, settings.beam_size, settings.n_best, options.return_attention
+                    texts,
+                    settings.beam_size,
+                    settings.n_best,
+                    options.return_attention,
+                    settings.sampling(),
                 ),
                 load.request_timeout_s or None,
                 load.retries,
@@ -385,7 +390,12 @@ def create_api(gateway: TranslationApi) -> FastAPI:
         route = await gateway.route(
             parsed.texts(), model=parsed.model, source=parsed.source, target=parsed.target
         )
-        settings = replace(options.decoding, beam_size=parsed.beam_size, n_best=parsed.n_best)
+        settings = replace(
+            options.decoding,
+            beam_size=parsed.beam_size,
+            n_best=parsed.n_best,
+            **parsed.model_dump(include=set(SAMPLING_FIELDS)),
+        )
         decode = DecodeOptions(settings, parsed.return_attention)
         results = await gateway.translate(route.model, parsed.texts(), decode)
         content = _translate_body(route.model, results, parsed)

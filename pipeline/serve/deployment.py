@@ -99,15 +99,19 @@ class TranslatorDeployment:
         beam_size: int | None = None,
         n_best: int = 1,
         return_attention: bool = False,
+        sampling: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]] | Busy:
         """A request's texts, each decoded with whatever else arrives for its model within
         the wait; `Busy` when the replica's backlog has no room for them.
 
         Returns per text {"text", "score", "batch_size"}, plus "alternatives" (n-best
         [text, score], best first) when n_best > 1 and "source_pieces"/"target_pieces"/
-        "attention" ([target piece][source piece]) when asked.
+        "attention" ([target piece][source piece]) when asked. `sampling` overrides the
+        sampling settings (`DecodeSettings.sampling()`).
         """
-        settings = self.settings.with_overrides(beam_size=beam_size, n_best=n_best)
+        settings = self.settings.with_overrides(
+            beam_size=beam_size, n_best=n_best, **(sampling or {})
+        )
         options = DecodeOptions(settings, return_attention)
         model_id = self._model_id()
         busy = self.backlog.refuses(len(texts))
@@ -118,11 +122,17 @@ class TranslatorDeployment:
                 *(self._decode_batch(text, options, model_id) for text in texts)
             )
 
-    async def translate_batch(self, texts: list[str], beam_size: int | None = None) -> list[str]:
+    async def translate_batch(
+        self,
+        texts: list[str],
+        beam_size: int | None = None,
+        sampling: dict[str, Any] | None = None,
+    ) -> list[str]:
         """A caller's own batch (bulk translation): best translations in input order. Never
         refused: bulk callers bound what they send themselves."""
         model_id = self._model_id()
-        options = DecodeOptions(self.settings.with_overrides(beam_size=beam_size))
+        settings = self.settings.with_overrides(beam_size=beam_size, **(sampling or {}))
+        options = DecodeOptions(settings)
         translations = await self._decode(model_id, texts, options)
         return [t.text for t in translations]
 

@@ -60,6 +60,14 @@ def translate_request_model(options: ServeOptions) -> type[BaseModel]:
         beam_size: int = Field(options.decoding.beam_size, ge=1, le=options.max_beam_size)
         n_best: int = Field(1, ge=1, le=options.max_beam_size, description="<= beam_size")
         return_attention: bool = False
+        sample: bool = Field(options.decoding.sample, description="sample instead of beam search")
+        temperature: float = Field(options.decoding.temperature, ge=0, le=100)
+        top_k: int = Field(options.decoding.top_k, ge=0, description="0: all tokens")
+        top_p: float = Field(options.decoding.top_p, gt=0, le=1)
+        seed: int | None = Field(
+            options.decoding.seed, ge=0, description="the same seed gives the same samples"
+        )
+        no_repeat_ngram: int = Field(options.decoding.no_repeat_ngram, ge=0, le=100)
 
         @field_validator("text")
         @classmethod
@@ -69,7 +77,7 @@ def translate_request_model(options: ServeOptions) -> type[BaseModel]:
 
         @model_validator(mode="after")
         def n_best_within_beam(self) -> "TranslateRequest":
-            if self.n_best > self.beam_size:
+            if self.n_best > self.beam_size and not self.sample:
                 raise ValueError(f"n_best ({self.n_best}) exceeds beam_size ({self.beam_size})")
             return self
 

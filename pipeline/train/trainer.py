@@ -282,6 +282,7 @@ def export_run(
         "name": out.name,
         "step": best.step,
         "valid_bleu": best.valid_bleu,
+        **({"dialogue": stats["dialogue"]} if "dialogue" in stats else {}),
     }
     exported = "best checkpoint"
     if config.average_last:

@@ -193,6 +193,7 @@ def score_system(
         "batch_size": settings.batch_size,
         "device": str(translator.device),
         "precision": settings.precision,
+        **(settings.sampling() if settings.sample else {}),
         **scoring.scores(translator.meta.get("tgt_lang"), hypotheses, seconds),
     }
 

@@ -16,6 +16,8 @@ from pipeline.errors import UserError
 
 # Named as in the training config's `precision`.
 PRECISIONS = ("fp32", "bf16")
+# The sampling settings, which a request may set (serve) and a bulk job records.
+SAMPLING_FIELDS = ("sample", "temperature", "top_k", "top_p", "seed", "no_repeat_ngram")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,14 @@ class DecodeSettings:
     batch_size: int = 64  # sentences decoded together
     max_len_a: float = 1.5  # output length limit: a * source length + b
     max_len_b: int = 10
+    # Sampling instead of beam search (`models.sampling`), for chat models: the most probable
+    # reply is the dull one. beam_size is then unused and n_best is that many distinct samples.
+    sample: bool = False
+    temperature: float = 1.0  # of the sampled distribution; 0 is greedy
+    top_k: int = 0  # sample among the k most probable tokens; 0: all
+    top_p: float = 1.0  # sample within the nucleus of this probability mass
+    seed: int | None = None  # None: a fresh seed per call; else each sentence's sample repeats
+    no_repeat_ngram: int = 0  # beam search and sampling never repeat an n-gram this long; 0: off
 
     def __post_init__(self) -> None:
         self.check()
@@ -43,7 +53,7 @@ class DecodeSettings:
         for name in ("beam_size", "n_best", "batch_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"{_flag(name)} must be at least 1, not {getattr(self, name)}")
-        if self.n_best > self.beam_size:
+        if self.n_best > self.beam_size and not self.sample:
             raise UserError(
                 f"--n-best must be between 1 and --beam-size ({self.beam_size}), not {self.n_best}"
             )
@@ -55,12 +65,26 @@ class DecodeSettings:
             )
         if self.max_len_a < 0 or self.max_len_b < 0:
             raise UserError("the output length limit (max_len_a, max_len_b) cannot be negative")
+        self._check_sampling()
+
+    def _check_sampling(self) -> None:
+        for name in ("temperature", "top_k", "no_repeat_ngram"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{_flag(name)} cannot be negative, not {getattr(self, name)}")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"--top-p must be above 0 and at most 1, not {self.top_p}")
+        if self.seed is not None and self.seed < 0:
+            raise UserError(f"--seed must be 0 or more, not {self.seed}")
 
     @property
     def prune(self) -> float:
         """The pruning threshold the search applies: none for n-best lists, which pruning
         could leave shorter than asked."""
         return self.beam_prune if self.n_best == 1 else 0.0
+
+    def sampling(self) -> dict[str, object]:
+        """The sampling settings by name (SAMPLING_FIELDS), as sent to a Serve replica."""
+        return {name: getattr(self, name) for name in SAMPLING_FIELDS}
 
     def with_overrides(self, **overrides: object) -> DecodeSettings:
         """A copy with the given fields changed; None values keep this object's value."""
@@ -92,6 +116,36 @@ class DecodeSettings:
                 "on recent GPUs (default: %(default)s)",
             ),
             "batch_size": dict(type=int, help="sentences decoded together (default: %(default)s)"),
+            "sample": dict(
+                action=argparse.BooleanOptionalAction,
+                help="sample instead of beam search (chat models); --n-best K: K distinct samples "
+                "(default: %(default)s)",
+            ),
+            "temperature": dict(
+                type=float, help="with --sample; 0 is greedy (default: %(default)s)"
+            ),
+            "top_k": dict(
+                type=int,
+                metavar="K",
+                help="with --sample: only the K most probable tokens; 0: all "
+                "(default: %(default)s)",
+            ),
+            "top_p": dict(
+                type=float,
+                metavar="P",
+                help="with --sample: only the nucleus of mass P (default: %(default)s)",
+            ),
+            "seed": dict(
+                type=int,
+                help="with --sample: the same seed gives each sentence the same sample "
+                "(default: a fresh one)",
+            ),
+            "no_repeat_ngram": dict(
+                type=int,
+                metavar="N",
+                help="never repeat an N-gram (beam search and sampling); 0: off "
+                "(default: %(default)s)",
+            ),
         }
         for name, options in flags.items():
             if name not in omit:

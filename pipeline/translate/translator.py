@@ -11,6 +11,7 @@ an ensemble (`models.ensemble`), decoded with the mean of the models' log-probab
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch
 
 from models.ensemble import Ensemble
 from models.model_dir import CONFIG_FILE, load_model
+from models.sampling import Sampler, derive_seed, sample_search
 from models.search import Hypothesis, beam_search, greedy_search
 from models.seq2seq import Seq2Seq
 from pipeline.corpus.tokenizer import SRC_SPM, TGT_SPM, load_pair
@@ -208,7 +210,10 @@ class Translator:
         # bf16: the Linear weights are bfloat16 already; autocast casts their inputs.
         bf16 = settings.precision == "bf16"
         with torch.autocast(self.device.type, torch.bfloat16, enabled=bf16):
-            if settings.beam_size == 1:  # greedy is beam search of size 1, minus bookkeeping
+            if settings.sample:
+                return self._sample(ids, src, src_len, settings, options)
+            # greedy is beam search of size 1, minus bookkeeping (and minus n-gram bans)
+            if settings.beam_size == 1 and not settings.no_repeat_ngram:
                 return [[h] for h in greedy_search(self.model, src, src_len, **options)]
             return beam_search(
                 self.model,
@@ -218,8 +223,27 @@ class Translator:
                 settings.n_best,
                 settings.alpha,
                 prune=settings.prune,
+                no_repeat_ngram=settings.no_repeat_ngram,
                 **options,
             )
+
+    def _sample(
+        self,
+        ids: list[list[int]],
+        src: torch.Tensor,
+        src_len: torch.Tensor,
+        settings: DecodeSettings,
+        options: dict,
+    ) -> list[list[Hypothesis]]:
+        """Samples, each sentence seeded from the settings' seed and its own token ids: its
+        sample is the same in any batch, in any request, on any replica."""
+        base = settings.seed if settings.seed is not None else secrets.randbits(62)
+        sampler = Sampler(settings.temperature, settings.top_k, settings.top_p)
+        seeds = [derive_seed(base, *sentence) for sentence in ids]
+        return sample_search(
+            self.model, src, src_len, seeds, sampler, settings.n_best, settings.no_repeat_ngram,
+            **options,
+        )
 
     def _to_translation(
         self, src_ids: list[int], hypotheses: list[Hypothesis], return_attention: bool

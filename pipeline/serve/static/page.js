@@ -88,6 +88,12 @@ function requestBody(lines) {
     body.n_best = alternatives + 1;
     body.beam_size = Math.min(Math.max(body.n_best, limits.beam_size), limits.max_beam_size);
   }
+  if ($("sample").checked) {
+    // n_best distinct samples; a fresh seed each time, so asking again gives other replies
+    body.sample = true;
+    body.temperature = Number($("temperature").value);
+    body.top_p = Number($("top-p").value);
+  }
   return body;
 }
 
