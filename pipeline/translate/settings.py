@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from pipeline.errors import UserError
 
-# Named as in the training config's `precision`.
-PRECISIONS = ("fp32", "bf16")
+# Named as in the training config's `precision`; int8 is for decoding only (CPU).
+PRECISIONS = ("fp32", "bf16", "int8")
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class DecodeSettings:
     beam_prune: float = 2.0
     # bf16 runs the matrix products under torch.autocast (the recurrent state, the softmaxes
     # and the scores stay float32): faster where the hardware multiplies bfloat16 natively.
+    # int8 quantizes the Linear layers' weights once and their inputs per product (CPU).
     precision: str = "fp32"
     batch_size: int = 64  # sentences decoded together
     max_len_a: float = 1.5  # output length limit: a * source length + b
@@ -89,7 +90,8 @@ class DecodeSettings:
             "precision": dict(
                 choices=PRECISIONS,
                 help="of the matrix products: bf16 is faster on CPUs with AVX512-BF16 or AMX and "
-                "on recent GPUs (default: %(default)s)",
+                "on recent GPUs; int8 (CPU only) quantizes the Linear layers "
+                "(default: %(default)s)",
             ),
             "batch_size": dict(type=int, help="sentences decoded together (default: %(default)s)"),
         }

@@ -19,6 +19,7 @@ import torch
 
 from models.ensemble import Ensemble
 from models.model_dir import CONFIG_FILE, load_model
+from models.quantize import quantize_linear_int8
 from models.search import Hypothesis, beam_search, greedy_search
 from models.seq2seq import Seq2Seq
 from pipeline.corpus.tokenizer import SRC_SPM, TGT_SPM, load_pair
@@ -113,6 +114,10 @@ class Translator:
             # Cast once here: autocast alone casts every weight again at every step (its
             # cache is off under the search's inference_mode).
             self.model.store_linear_weights_in(torch.bfloat16)
+        elif settings.precision == "int8":
+            if self.device.type != "cpu":
+                raise UserError(f"--precision int8 decodes on CPU only, not on {device}")
+            quantize_linear_int8(self.model)  # once here, like bf16's cast
 
     def _ensemble(self, models: list[Seq2Seq]) -> Ensemble:
         """The members as one Ensemble; a UserError names what a member does not share with
