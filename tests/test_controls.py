@@ -240,3 +240,66 @@ def test_translator_constraints_greedy_and_beam_and_bad_input(tiny_model_dir):
         translator.translate(SOURCES[:1], constraints=[["dog", " "]])
     with pytest.raises(UserError, match="the constraints of text 1 need .* pieces"):
         translator.translate(SOURCES[:2], constraints=[[], ["a dog sits on the water"] * 8])
+
+
+# the command line
+
+
+def _nmt(capsys, monkeypatch, argv: list[str], stdin: str = "") -> tuple[int, str, str]:
+    import io
+    import sys
+
+    from pipeline.cli import main
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_nmt_score_prints_the_translators_scores(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    import json
+
+    pairs = parallel_corpus(5, seed=13)
+    (tmp_path / "s.de").write_text("".join(g + "\n" for g, _ in pairs))
+    (tmp_path / "t.en").write_text("".join(e + "\n" for _, e in pairs))
+    argv = ["score", "--model", str(tiny_model_dir), "--src", str(tmp_path / "s.de")]
+    code, out, err = _nmt(capsys, monkeypatch, [*argv, "--tgt", str(tmp_path / "t.en"), "--json"])
+    assert code == 0, err
+    expected = Translator(tiny_model_dir).score([g for g, _ in pairs], [e for _, e in pairs])
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [x["log_prob"] for x in lines] == pytest.approx([s.log_prob for s in expected], abs=1e-3)
+    (tmp_path / "short.en").write_text("A dog.\n")
+    code, _, err = _nmt(capsys, monkeypatch, [*argv, "--tgt", str(tmp_path / "short.en")])
+    assert code == 2 and "has 5 lines but --tgt" in err and len(err.splitlines()) == 1
+
+
+def test_translate_glossary_prefix_and_signals(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    import json
+
+    sources = SOURCES[:4]
+    glossary = tmp_path / "terms.tsv"
+    first_word = sources[0].split()[1]  # a word of line 1 only
+    glossary.write_text(f"# de<TAB>en\n{first_word}\twater\nKeinWort\tsky\n")
+    prefixes = tmp_path / "prefixes.en"
+    prefixes.write_text("\n\na dog\n\n")
+    argv = ["translate", "--model", str(tiny_model_dir), "--beam-size", "2"]
+    code, out, err = _nmt(
+        capsys,
+        monkeypatch,
+        [*argv, "--glossary", str(glossary), "--target-prefix", str(prefixes), "--signals"],
+        "\n".join(sources) + "\n",
+    )
+    assert code == 0, err
+    lines = [line.split("\t") for line in out.splitlines()]
+    assert "water" in lines[0][0] and lines[2][0].startswith("a dog")
+    assert all("sky" not in text for text, _ in lines)  # a term not in the input is ignored
+    assert set(json.loads(lines[1][1])) == {
+        "mean_log_prob",
+        "coverage",
+        "repetition",
+        "length_ratio",
+    }
+    glossary.write_text("Hund\tdog\nKatze\n")
+    code, _, err = _nmt(capsys, monkeypatch, [*argv, "--glossary", str(glossary)], "Ein Hund.\n")
+    assert code == 2 and f"{glossary}:2: a glossary line is source<TAB>target" in err
