@@ -42,6 +42,9 @@ SETTINGS_BEFORE_RECORDED = {
     "source_lang_column": None,
     "detect_source": False,
     "target_lang": None,
+    "glossary_column": None,
+    "score_column": None,
+    "signals": False,
 }
 SENTENCES_KEY = b"nmt.sentences"  # Parquet footer metadata: sentences in the fragment
 

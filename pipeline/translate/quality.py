@@ -75,3 +75,18 @@ def quality_signals(
         repetition=repeats_more_than_source(source, target),
         length_ratio=target_pieces / max(1, source_pieces),
     )
+
+
+def combine_signals(parts: Sequence[QualitySignals]) -> QualitySignals | None:
+    """One document's signals from its sentences': the mean log-probability and length
+    ratio, the lowest coverage (one sentence that drops content flags the document), and
+    whether any sentence repeats. None for a document without sentences."""
+    if not parts:
+        return None
+    coverages = [p.coverage for p in parts]
+    return QualitySignals(
+        mean_log_prob=sum(p.mean_log_prob for p in parts) / len(parts),
+        coverage=None if None in coverages else min(coverages),
+        repetition=any(p.repetition for p in parts),
+        length_ratio=sum(p.length_ratio for p in parts) / len(parts),
+    )
