@@ -87,15 +87,32 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch1-sentences", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sentences", type=int, default=1000, help="of the test set")
+    parser.add_argument(
+        "--parts", nargs="+", type=int, default=[1, 2, 3, 4], help="which sections to run"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    sources = read_lines(MULTI30K / "test_2016_flickr.de.gz")
-    references = read_lines(MULTI30K / "test_2016_flickr.en.gz")
+    sources = read_lines(MULTI30K / "test_2016_flickr.de.gz")[: args.sentences]
+    references = read_lines(MULTI30K / "test_2016_flickr.en.gz")[: args.sentences]
 
-    print("## 1. int8 against fp32\n")
     translators = {
         p: Translator(args.model, settings=DecodeSettings(precision=p)) for p in ("fp32", "int8")
     }
+    if 1 in args.parts:
+        int8_against_fp32(translators, sources, references, args)
+    translator = translators["fp32"]
+    if 2 in args.parts:
+        constrained(translator, sources, references, args)
+    if 3 in args.parts:
+        scoring(translator, sources, references, args)
+    if 4 in args.parts:
+        signals(translator, sources, references, args)
+    return 0
+
+
+def int8_against_fp32(translators: dict, sources: list, references: list, args) -> None:
+    print("## 1. int8 against fp32\n")
     for precision, translator in translators.items():
         print(f"{precision} weights: {weights_mib(translator.model):.1f} MiB")
     print(
@@ -122,10 +139,19 @@ def main() -> int:
                 f"{bleu(int8, refs):.2f} | {same} of {len(texts)} |"
             )
 
+
+def constrained(translator: Translator, sources: list, references: list, args) -> None:
     print("\n## 2. Lexical constraints from the references\n")
     rng = random.Random(0)
-    constraints = [glossary_targets(reference, rng) for reference in references]
-    translator = translators["fp32"]
+    unk = translator.model.config.unk_id
+    constraints = [  # words the target vocabulary can spell
+        [
+            w
+            for w in glossary_targets(reference, rng)
+            if unk not in translator.tgt_tokenizer.encode([w])[0]
+        ]
+        for reference in references
+    ]
     variants = {
         "beam 5": lambda: [r.text for r in translator.translate(sources)],
         "beam 5, constrained": lambda: [
@@ -149,6 +175,8 @@ def main() -> int:
             f"({100 * met / len(sources):.1f}%) | {len(sources) / seconds:.1f} |"
         )
 
+
+def scoring(translator: Translator, sources: list, references: list, args) -> None:
     print("\n## 3. Scoring against greedy decoding\n")
     greedy = DecodeSettings(beam_size=1)
     best = interleaved(
@@ -163,6 +191,8 @@ def main() -> int:
     for name, (_, seconds) in best.items():
         print(f"| {name} | {len(sources) / seconds:.1f} |")
 
+
+def signals(translator: Translator, sources: list, references: list, args) -> None:
     print("\n## 4. Quality signals on beam 5 output\n")
     # Their cost: the attention weights the search keeps for them (the rest is arithmetic).
     ids = translator.src_tokenizer.encode(sources)
@@ -213,7 +243,6 @@ def main() -> int:
     print(f"\nrepetition flagged: {len(flagged)}")
     for i in flagged[:3]:
         print(f"- source: {sources[i]}\n  output: {results[i].text}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -327,7 +327,8 @@ def _worker(
         target_column=options.target_column,
         error_column=ERROR_COLUMN,
         max_chars=options.max_chars,
-        decoding=replace(options.decoding, n_best=1),
+        # signals only for their columns: they cost the beam its attention bookkeeping
+        decoding=replace(options.decoding, n_best=1, signals=options.signals),
         models=tuple(models),
         routing=routing,
         fail_from_fragment=fail_injection_from_env(),

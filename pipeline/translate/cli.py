@@ -66,7 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--signals",
         action="store_true",
-        help="append each translation's quality signals as JSON after a TAB",
+        help="compute each translation's quality signals and append them as JSON after a "
+        "TAB (they cost beam search some speed, so they are off without it)",
     )
     add_decoding_arguments(parser)
 

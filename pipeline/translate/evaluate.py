@@ -114,6 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     add_control_arguments(parser)
     add_decoding_arguments(parser, omit=("n_best",))
+    parser.set_defaults(signals=False)  # scores need no quality signals: spare their cost
 
 
 def run(args: argparse.Namespace) -> int:

@@ -35,6 +35,9 @@ class DecodeSettings:
     batch_size: int = 64  # sentences decoded together
     max_len_a: float = 1.5  # output length limit: a * source length + b
     max_len_b: int = 10
+    # Quality signals on every translation (`pipeline.translate.quality`). Their coverage
+    # needs the search to keep its attention weights, which costs beam search time.
+    signals: bool = True
 
     def __post_init__(self) -> None:
         self.check()

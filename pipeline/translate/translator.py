@@ -228,7 +228,7 @@ class Translator:
                 [request.prefixes[i] for i in chunk],
                 [request.constraints[i] for i in chunk],
             )
-            nbest_lists = self._search(part, settings)
+            nbest_lists = self._search(part, settings, return_attention)
             for i, hypotheses in zip(chunk, nbest_lists, strict=True):
                 # every search but greedy's divides scores by the length penalty
                 normalized = settings.beam_size > 1 or bool(request.constraints[i])
@@ -322,7 +322,9 @@ class Translator:
             batch[row, : len(sentence)] = torch.tensor(sentence, dtype=torch.long)
         return batch.to(self.device), lengths.to(self.device)
 
-    def _search(self, request: _Request, settings: DecodeSettings) -> list[list[Hypothesis]]:
+    def _search(
+        self, request: _Request, settings: DecodeSettings, return_attention: bool
+    ) -> list[list[Hypothesis]]:
         """n-best lists in request order: sentences with constraints in one constrained beam
         search, the others in the usual one."""
         results: list[list[Hypothesis]] = [[] for _ in request.ids]
@@ -331,26 +333,29 @@ class Translator:
         for rows, search in ((plain, self._plain_search), (constrained, self._constrained)):
             if rows:
                 part = _Request(*([field[i] for i in rows] for field in vars(request).values()))
-                for row, hypotheses in zip(rows, search(part, settings), strict=True):
+                found = search(part, settings, return_attention)
+                for row, hypotheses in zip(rows, found, strict=True):
                     results[row] = hypotheses
         return results
 
-    def _options(self, request: _Request, settings: DecodeSettings) -> dict:
-        """The keywords every search takes: length limit, attention (for the quality
-        signals), the forced prefixes."""
+    def _options(self, request: _Request, settings: DecodeSettings, return_attention: bool) -> dict:
+        """The keywords every search takes: length limit, attention (asked for, or for the
+        quality signals), the forced prefixes."""
         options = {
             "max_len_a": settings.max_len_a,
             "max_len_b": settings.max_len_b,
-            "return_attention": True,
+            "return_attention": settings.signals or return_attention,
         }
         if any(request.prefixes):
             device, prefixes = self.device, request.prefixes
             options["wrap_decoder"] = lambda decoder: ForcedPrefix(decoder, prefixes, device)
         return options
 
-    def _plain_search(self, request: _Request, settings: DecodeSettings) -> list[list[Hypothesis]]:
+    def _plain_search(
+        self, request: _Request, settings: DecodeSettings, return_attention: bool
+    ) -> list[list[Hypothesis]]:
         src, src_len = self._batch(request.ids)
-        options = self._options(request, settings)
+        options = self._options(request, settings, return_attention)
         with self._numerics(settings):
             if settings.beam_size == 1:  # greedy is beam search of size 1, minus bookkeeping
                 return [[h] for h in greedy_search(self.model, src, src_len, **options)]
@@ -365,7 +370,9 @@ class Translator:
                 **options,
             )
 
-    def _constrained(self, request: _Request, settings: DecodeSettings) -> list[list[Hypothesis]]:
+    def _constrained(
+        self, request: _Request, settings: DecodeSettings, return_attention: bool
+    ) -> list[list[Hypothesis]]:
         src, src_len = self._batch(request.ids)
         with self._numerics(settings):
             return constrained_beam_search(
@@ -377,7 +384,7 @@ class Translator:
                 max(settings.beam_size, CONSTRAINED_MIN_BEAM),
                 settings.n_best,
                 settings.alpha,
-                **self._options(request, settings),
+                **self._options(request, settings, return_attention),
             )
 
     def _to_translation(
@@ -395,11 +402,12 @@ class Translator:
         (limit,) = max_output_lengths(
             torch.tensor([len(src_ids)]), settings.max_len_a, settings.max_len_b
         ).tolist()
-        translation.alternative_signals = [
-            self._signals(source, src_ids, h, text, limit, settings.alpha if normalized else 0.0)
-            for h, (text, _) in zip(hypotheses, alternatives, strict=True)
-        ]
-        translation.signals = translation.alternative_signals[0]
+        if settings.signals:
+            translation.alternative_signals = [
+                self._signals(source, src_ids, h, text, limit, settings.alpha if normalized else 0)
+                for h, (text, _) in zip(hypotheses, alternatives, strict=True)
+            ]
+            translation.signals = translation.alternative_signals[0]
         if return_attention:
             translation.source_pieces = self.src_tokenizer.pieces(src_ids)
             translation.target_pieces = self.tgt_tokenizer.pieces(best.tokens)
