@@ -69,11 +69,16 @@ class EnsembleStepDecoder:
     def top_log_probs(self, prev_tokens: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor | None]:
         """prev_tokens [R] -> the k best mean log-probabilities [R, k], their token ids
         [R, k], the mean attention weights [R, S] of the attending members (or None)."""
+        log_probs, mean_weights = self.log_probs(prev_tokens)
+        return (*top_k(log_probs, k), mean_weights)
+
+    def log_probs(self, prev_tokens: Tensor) -> tuple[Tensor, Tensor | None]:
+        """prev_tokens [R] -> the mean log-probabilities [R, V], the mean attention weights
+        [R, S] of the attending members (or None)."""
         steps = [member.log_probs(prev_tokens) for member in self.members]
         log_probs = torch.stack([log_probs for log_probs, _ in steps]).mean(dim=0)
         weights = [w for _, w in steps if w is not None]
-        mean_weights = torch.stack(weights).mean(dim=0) if weights else None
-        return (*top_k(log_probs, k), mean_weights)
+        return log_probs, (torch.stack(weights).mean(dim=0) if weights else None)
 
     def select(
         self, rows: Tensor, sentences: Tensor | None = None, row_sources: RowSources | None = None

@@ -10,14 +10,20 @@ tokens drawn (temperature and filters change what is drawn, not how it is scored
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from models.ngrams import repeated_ngram_mask
-from models.search import Decodable, Hypothesis, max_output_lengths, start_decoding
+from models.search import (
+    Decodable,
+    DecoderWrapper,
+    Hypothesis,
+    max_output_lengths,
+    start_decoding,
+)
 from models.seq2seq import Seq2Seq
 
 MAX_ROUNDS = 4  # draws of n rows per sentence before n-best settles for fewer distinct
@@ -87,9 +93,11 @@ def sample_search(
     max_len_a: float = 1.5,
     max_len_b: int = 10,
     return_attention: bool = False,
+    wrap_rows: Callable[[list[int]], DecoderWrapper] | None = None,
 ) -> list[list[Hypothesis]]:
     """src [B, S], src_len [B], seeds [B] (one per sentence) -> for each sentence up to `n`
-    distinct samples, the most probable (by log-probability) first.
+    distinct samples, the most probable (by log-probability) first. `wrap_rows(sentences)`
+    wraps the step decoder of rows reading those sentences (a forced prefix per sentence).
 
     Draws n samples per sentence at a time, draw d of sentence i seeded with
     `derive_seed(seeds[i], d)`, and draws again (at most MAX_ROUNDS times) for sentences
@@ -111,9 +119,17 @@ def sample_search(
             drawn[i] += n
         index = torch.tensor(sentences, device=src.device)
         limits = (max_len_a, max_len_b)
+        wrap = wrap_rows(sentences) if wrap_rows else None
         rows = _sample_rows(
-            model, src[index], src_len[index], row_seeds, sampler, no_repeat_ngram, limits,
+            model,
+            src[index],
+            src_len[index],
+            row_seeds,
+            sampler,
+            no_repeat_ngram,
+            limits,
             return_attention,
+            wrap,
         )
         for sentence, hypothesis in zip(sentences, rows, strict=True):
             found[sentence].setdefault(tuple(hypothesis.tokens), hypothesis)
@@ -129,6 +145,7 @@ def _sample_rows(
     no_repeat_ngram: int,
     length_limit: tuple[float, int],
     return_attention: bool,
+    wrap: DecoderWrapper | None = None,
 ) -> list[Hypothesis]:
     """One sample per row of src [R, S], row r drawn with `seeds[r]`; finished rows leave
     the batch, as in greedy search."""
@@ -144,7 +161,7 @@ def _sample_rows(
     attention = src.new_zeros((rows, steps, src.size(1)), dtype=torch.float)
     lengths = limits.clone()
     scores = torch.zeros(rows, device=device)
-    decoder = start_decoding(model, src, src_len)
+    decoder = start_decoding(model, src, src_len, wrap)
     active = torch.arange(rows, device=device)
     prev = src.new_full((rows,), config.bos_id)
     for t in range(steps):

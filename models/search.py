@@ -7,6 +7,7 @@ target tokens if it has not produced eos by then.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -97,6 +98,8 @@ class StepDecoding(Protocol):
         self, prev_tokens: Tensor, k: int
     ) -> tuple[Tensor, Tensor, Tensor | None]: ...
 
+    def log_probs(self, prev_tokens: Tensor) -> tuple[Tensor, Tensor | None]: ...
+
     def select(
         self, rows: Tensor, sentences: Tensor | None = None, row_sources: RowSources | None = None
     ) -> None: ...
@@ -111,11 +114,20 @@ class Decodable(Protocol):
     def step_decoder(self, src: Tensor, src_len: Tensor) -> StepDecoding: ...
 
 
-def start_decoding(model: Seq2Seq | Decodable, src: Tensor, src_len: Tensor) -> StepDecoding:
-    """The step decoder of `model` over the encoded batch src [B, S], src_len [B]."""
+# Wraps a search's step decoder, e.g. to force a prefix (`models.prefix.ForcedPrefix`).
+DecoderWrapper = Callable[[StepDecoding], StepDecoding]
+
+
+def start_decoding(
+    model: Seq2Seq | Decodable, src: Tensor, src_len: Tensor, wrap: DecoderWrapper | None = None
+) -> StepDecoding:
+    """The step decoder of `model` over the encoded batch src [B, S], src_len [B]; wrapped
+    by `wrap` when given."""
     if isinstance(model, Seq2Seq):
-        return StepDecoder(model, *model.encode(src, src_len))
-    return model.step_decoder(src, src_len)
+        decoder = StepDecoder(model, *model.encode(src, src_len))
+    else:
+        decoder = model.step_decoder(src, src_len)
+    return wrap(decoder) if wrap else decoder
 
 
 @torch.inference_mode()
@@ -126,8 +138,10 @@ def greedy_search(
     max_len_a: float = 1.5,
     max_len_b: int = 10,
     return_attention: bool = False,
+    wrap_decoder: DecoderWrapper | None = None,
 ) -> list[Hypothesis]:
-    """src [B, S], src_len [B] -> one hypothesis per sentence, in input order."""
+    """src [B, S], src_len [B] -> one hypothesis per sentence, in input order.
+    `wrap_decoder` wraps the step decoder (a forced prefix)."""
     config = model.config
     batch_size = src.size(0)
     limits = max_output_lengths(src_len, max_len_a, max_len_b)
@@ -136,7 +150,7 @@ def greedy_search(
     attention = src.new_zeros((batch_size, steps, src.size(1)), dtype=torch.float)
     lengths = limits.clone()
     scores = torch.zeros(batch_size)
-    decoder = start_decoding(model, src, src_len)
+    decoder = start_decoding(model, src, src_len, wrap_decoder)
     active = torch.arange(batch_size, device=src.device)
     prev = src.new_full((batch_size,), config.bos_id)
     for t in range(steps):
@@ -273,6 +287,7 @@ def beam_search(
     return_attention: bool = False,
     prune: float = 0.0,
     no_repeat_ngram: int = 0,
+    wrap_decoder: DecoderWrapper | None = None,
 ) -> list[list[Hypothesis]]:
     """src [B, S], src_len [B] -> for each sentence its n_best hypotheses, best first.
 
@@ -291,6 +306,7 @@ def beam_search(
 
     `no_repeat_ngram` > 0 drops every extension that would repeat an n-gram of that size
     already in its hypothesis (`models.ngrams`).
+    `wrap_decoder` wraps the step decoder (a forced prefix).
     """
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must be between 1 and beam_size ({beam_size}), not {n_best}")
@@ -304,7 +320,7 @@ def beam_search(
     attention_lengths = src_len.tolist() if keep_attention else [None] * batch_size
     # Every sentence starts from one hypothesis (bos), so the first step runs on the batch
     # itself: no identical rows are decoded.
-    decoder = start_decoding(model, src, src_len)
+    decoder = start_decoding(model, src, src_len, wrap_decoder)
     finished = _Finished(batch_size, device)
     active = torch.arange(batch_size, device=device)  # input index of each running sentence
     rows = torch.arange(batch_size, device=device)

@@ -20,6 +20,7 @@ COMMANDS = {
     "average": ("pipeline.train.average_cli", "average a training run's checkpoints into a model"),
     "translate": ("pipeline.translate.cli", "translate text from stdin or a file"),
     "evaluate": ("pipeline.translate.evaluate", "score a model with sacreBLEU and chrF"),
+    "score": ("pipeline.translate.score_cli", "score given translations: log-probabilities"),
     "serve": ("pipeline.serve.cli", "run the autoscaled HTTP translation endpoint (Ray Serve)"),
     "bulk-translate": ("pipeline.bulk.cli", "translate a Parquet document store (Ray Data)"),
     "chat": ("pipeline.chat.cli", "talk with a chat model in the terminal"),

@@ -36,6 +36,7 @@ from pipeline.bulk.store import (
 from pipeline.cli import main as nmt
 from pipeline.corpus.synthetic import parallel_corpus
 from pipeline.errors import UserError
+from pipeline.translate.glossary import constraints_for
 from pipeline.translate.settings import DecodeSettings
 from pipeline.translate.translator import Translator
 
@@ -528,3 +529,41 @@ def test_duplicate_ids_are_refused_with_a_count_before_anything_is_written(
     assert "--id-column 'doc_id': 2 ids appear more than once in the input" in error
     assert "(3 rows more than ids), e.g. 2, 3" in error and "\n" not in error
     assert not (tmp_path / "out").exists()
+
+
+def test_glossary_column_signals_and_scoring(ray_cluster, tiny_model_dir, tmp_path):
+    """Issue 22 in bulk: per-row glossaries (a bad one is an error cell), the quality-signal
+    columns, and a scoring job equal to the Translator's scores."""
+    texts = GERMAN[:5]
+    word = texts[0].split()[1]
+    glossaries = [[(word, "water")], None, [("Hund", " ")], [(word, "water")], []]
+    kind = pa.map_(pa.string(), pa.string())
+    references = [english for _, english in parallel_corpus(60, seed=11)][:5]
+    table = pa.table({"body": texts, "terms": pa.array(glossaries, kind), "reference": references})
+    (tmp_path / "store").mkdir()
+    pq.write_table(table, tmp_path / "store" / "part.parquet")
+    store = str(tmp_path / "store")
+    settings = {"id_column": None, "workers": 1}
+    options_ = options(glossary_column="terms", signals=True, **settings)
+    bulk_translate(str(tiny_model_dir), store, str(tmp_path / "out"), options_)
+    out = read_output(tmp_path / "out").to_pydict()
+    translator = Translator(tiny_model_dir, settings=options_.decoding)
+    constraints = [
+        constraints_for(text, dict(terms)) if terms and row != 2 else []
+        for row, (text, terms) in enumerate(zip(texts, glossaries, strict=True))
+    ]
+    expected = translator.translate(texts, constraints=constraints)
+    for row in (0, 1, 3, 4):
+        assert out["translation"][row] == expected[row].text and out["error"][row] is None
+        assert out["coverage"][row] == pytest.approx(expected[row].signals.coverage)
+    assert "water" in out["translation"][0]
+    assert out["translation"][2] is None and "terms: empty term" in out["error"][2]
+    scoring = options(score_column="reference", **settings)
+    bulk_translate(str(tiny_model_dir), store, str(tmp_path / "scored"), scoring)
+    scored = read_output(tmp_path / "scored").to_pydict()
+    assert "translation" not in scored
+    assert scored["log_prob"] == pytest.approx(
+        [s.log_prob for s in translator.score(texts, references)], abs=1e-4
+    )
+    with pytest.raises(UserError, match="need the job's own models: drop --via-serve"):
+        options(score_column="reference", via_serve=True)

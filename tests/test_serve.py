@@ -892,3 +892,47 @@ def test_page_translates_shows_alternatives_attention_and_errors(
     error = browser.find_element(By.ID, "error")
     wait.until(lambda b: error.is_displayed())
     assert "at most 200 per text (max_chars)" in error.text
+
+
+def test_glossary_prefix_signals_and_score(url: str, translator: Translator) -> None:
+    """Issue 22's request fields: each answer is the in-process Translator's."""
+    texts = german(3, seed=31)
+    word = texts[0].split()[1]
+    glossary = {word: "water", "KeinWort": "sky"}
+    body = {"text": texts, "beam_size": 2, "target_prefix": [None, "a dog", None]}
+    response = post(url, {**body, "glossary": glossary})
+    assert response.status_code == 200, response.text
+    settings = replace(translator.settings, beam_size=2)
+    constraints = [["water"] if word in text.split() else [] for text in texts]
+    expected = translator.translate(
+        texts, settings, prefixes=body["target_prefix"], constraints=constraints
+    )
+    result = response.json()
+    assert result["translations"] == [t.text for t in expected]
+    assert "water" in result["translations"][0] and result["translations"][1].startswith("a dog")
+    assert [s["coverage"] for s in result["signals"]] == pytest.approx(
+        [t.signals.coverage for t in expected]
+    )
+    pairs = {"text": texts, "translation": result["translations"]}
+    scored = requests.post(f"{url}/score", json=pairs, timeout=TIMEOUT_S)
+    assert scored.status_code == 200, scored.text
+    assert scored.json()["log_probs"] == pytest.approx(
+        [s.log_prob for s in translator.score(texts, result["translations"])], abs=1e-4
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"text": "Ein Hund.", "glossary": {"Hund": " "}}, "glossary: empty term"),
+        ({"text": "Ein Hund.", "target_prefix": "a dog " * 30}, "the target prefix of text 0"),
+        ({"text": ["Ein Hund.", "Ein Hund."], "target_prefix": ["a"]}, "1 target prefixes for 2"),
+        ({"text": "Ein Hund.", "glossary": {"Hund": "a dog sits " * 6}}, "the constraints of"),
+    ],
+)
+def test_bad_prefixes_and_glossaries_are_422s(url: str, body: dict, message: str) -> None:
+    response = post(url, body)
+    assert response.status_code == 422, response.text
+    assert message in response.json()["error"] and "\n" not in response.json()["error"]
+    bad_score = requests.post(f"{url}/score", json={"text": "Ein Hund.", "translation": []})
+    assert bad_score.status_code == 422 and "1 texts but 0 translations" in bad_score.text

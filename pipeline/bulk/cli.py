@@ -22,6 +22,10 @@ EXAMPLES = """examples:
   nmt bulk-translate --model runs/exp/de-en --model runs/exp/zh-en --source-lang-column lang \\
       --target-lang en --input 'store/*.parquet' --output out/ --text-column text
   nmt bulk-translate --model de-en=runs/exp/de-en --model runs/exp/zh-en --detect-source ...
+  nmt bulk-translate ... --glossary-column terms   # per-row map<string,string>: source -> target
+  nmt bulk-translate ... --signals      # add mean_log_prob, coverage, repetition, length_ratio
+  nmt bulk-translate --model runs/exp/de-en --input 'store/*.parquet' --output scored/ \
+      --text-column text --score-column translation   # log_prob, mean_log_prob per row
   nmt bulk-translate --model s3://bucket/runs/de-en --input 's3://bucket/store/*.parquet' \
       --output s3://bucket/translated/ --text-column text   # remote storage (pyarrow URIs)
 
@@ -77,6 +81,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--target-lang", help="the language routed rows go into (needed when models differ)"
+    )
+    parser.add_argument(
+        "--glossary-column",
+        help="per-row glossaries (map<string,string> or JSON object): lexical constraints",
+    )
+    parser.add_argument(
+        "--score-column",
+        help="score each row's text against its translation in COLUMN instead of translating",
+    )
+    parser.add_argument(
+        "--signals", action="store_true", help="add the quality-signal columns per document"
     )
 
 

@@ -52,8 +52,13 @@ from pipeline.translate.settings import SAMPLING_FIELDS, DecodeSettings
 ERROR_COLUMN = "error"
 # The decoding settings a job file records: --resume refuses to mix outputs that differ in them.
 RECORDED_DECODING = (
-    ("beam_size", "alpha", "beam_prune", "precision", "max_len_a", "max_len_b") + SAMPLING_FIELDS
-)
+    "beam_size",
+    "alpha",
+    "beam_prune",
+    "precision",
+    "max_len_a",
+    "max_len_b",
+) + SAMPLING_FIELDS
 
 
 class IncompleteOutput(RuntimeError):
@@ -85,6 +90,29 @@ class BulkOptions:
     detect_source: bool = False
     target_lang: str | None = None
     show_progress: bool = True
+    # A column of per-row glossaries (map<string, string>, or a JSON object as a string):
+    # each sentence's translation contains the target terms of the source terms it holds.
+    glossary_column: str | None = None
+    # Score each row's (text, translation in this column) instead of translating it.
+    score_column: str | None = None
+    signals: bool = False  # add the quality-signal columns
+
+    def __post_init__(self) -> None:
+        if self.via_serve and (self.glossary_column or self.score_column or self.signals):
+            raise UserError(
+                "--glossary-column, --score-column and --signals need the job's own models: "
+                "drop --via-serve"
+            )
+        if self.score_column and (self.glossary_column or self.signals):
+            raise UserError("--score-column scores; it takes no --glossary-column or --signals")
+
+    @property
+    def added_columns(self) -> list[str]:
+        """The columns the output adds to the input's."""
+        from pipeline.bulk.worker import SCORE_COLUMNS, SIGNAL_COLUMNS
+
+        added = list(SCORE_COLUMNS) if self.score_column else [self.target_column]
+        return [*added, *(SIGNAL_COLUMNS if self.signals else ()), ERROR_COLUMN]
 
 
 def bulk_translate(
@@ -164,14 +192,16 @@ def check_columns(files: list[str], options: BulkOptions) -> None:
             ("--text-column", options.text_column),
             ("--id-column", options.id_column),
             ("--source-lang-column", options.source_lang_column),
+            ("--glossary-column", options.glossary_column),
+            ("--score-column", options.score_column),
         ):
             if column and column not in names:
                 raise UserError(f"{path} has no column {column!r} ({role}); it has {names}")
-        for column in (options.target_column, ERROR_COLUMN):
+        for column in options.added_columns:
             if column in names:
                 raise UserError(
                     f"{path} already has a column {column!r}; choose another --target-column "
-                    f"or rename it (the output adds {options.target_column!r} and {ERROR_COLUMN!r})"
+                    f"or rename it (the output adds {', '.join(map(repr, options.added_columns))})"
                 )
 
 
@@ -235,6 +265,9 @@ def _job_description(files: list[str], models: list[ModelEntry], options: BulkOp
                 "source_lang_column",
                 "detect_source",
                 "target_lang",
+                "glossary_column",
+                "score_column",
+                "signals",
             )
         },
         # what changes the translations (batch size does not: padding never does)
@@ -301,10 +334,14 @@ def _worker(
         target_column=options.target_column,
         error_column=ERROR_COLUMN,
         max_chars=options.max_chars,
-        decoding=replace(options.decoding, n_best=1),
+        # signals only for their columns: they cost the beam its attention bookkeeping
+        decoding=replace(options.decoding, n_best=1, signals=options.signals),
         models=tuple(models),
         routing=routing,
         fail_from_fragment=fail_injection_from_env(),
+        glossary_column=options.glossary_column,
+        score_column=options.score_column,
+        signals=options.signals,
     )
     if options.via_serve:
         _check_serve_app(options.serve_app)

@@ -6,7 +6,7 @@ error column; the job goes on and every row still comes out.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from pipeline.bulk.documents import TranslatedDocuments, TranslateSentences, translate_documents
@@ -90,16 +90,27 @@ def translate_routed(
     routes: Sequence[RowRoute],
     translator_for: Callable[[str], TranslateSentences],
     max_chars: int,
+    glossaries: Sequence[Mapping[str, str] | None] | None = None,
 ) -> TranslatedDocuments:
     """Translate each model's rows together; rows without a model keep their error."""
-    result = TranslatedDocuments([None] * len(texts), [r.error for r in routes], 0)
+    result = TranslatedDocuments(
+        [None] * len(texts), [r.error for r in routes], 0, [None] * len(texts)
+    )
     rows_of: dict[str, list[int]] = defaultdict(list)
     for index, route in enumerate(routes):
         if route.model_id is not None:
             rows_of[route.model_id].append(index)
     for model_id, rows in rows_of.items():
-        part = translate_documents([texts[i] for i in rows], translator_for(model_id), max_chars)
-        for row, translation, error in zip(rows, part.translations, part.errors, strict=True):
+        part = translate_documents(
+            [texts[i] for i in rows],
+            translator_for(model_id),
+            max_chars,
+            None if glossaries is None else [glossaries[i] for i in rows],
+        )
+        for row, translation, error, signals in zip(
+            rows, part.translations, part.errors, part.signals, strict=True
+        ):
             result.translations[row], result.errors[row] = translation, error
+            result.signals[row] = signals
         result.sentences += part.sentences
     return result

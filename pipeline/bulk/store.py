@@ -49,6 +49,9 @@ SETTINGS_BEFORE_RECORDED = {
     "top_p": 1.0,
     "seed": None,
     "no_repeat_ngram": 0,
+    "glossary_column": None,
+    "score_column": None,
+    "signals": False,
 }
 SENTENCES_KEY = b"nmt.sentences"  # Parquet footer metadata: sentences in the fragment
 

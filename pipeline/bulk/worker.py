@@ -11,6 +11,7 @@ GPU), `ServeWorker` sends sentences to the running Serve deployment through its 
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 from collections.abc import Callable
@@ -18,11 +19,17 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from pipeline.bulk.documents import TranslatedDocuments, TranslateSentences, translate_documents
+from pipeline.bulk.documents import (
+    TranslatedDocuments,
+    TranslateSentences,
+    document_error,
+    translate_documents,
+)
 from pipeline.bulk.routing import RowRouting, route_rows, translate_routed
 from pipeline.bulk.store import Fragment, read_fragment, write_atomically
 from pipeline.storage import Location
 from pipeline.translate.catalog import ModelCatalog, ModelEntry
+from pipeline.translate.glossary import check_glossary, constraints_for
 from pipeline.translate.routing import Router
 from pipeline.translate.settings import DecodeSettings
 
@@ -45,6 +52,19 @@ class WorkerSettings:
     # Tests only: fragments from this plan index on write their temp file, then fail, as
     # a job killed in the middle of a write would.
     fail_from_fragment: int | None = None
+    glossary_column: str | None = None  # per-row glossaries: map<string, string> or JSON
+    score_column: str | None = None  # score (text, this column) instead of translating
+    signals: bool = False  # add the quality signals columns
+
+
+# The quality-signal columns `signals` adds, and the score columns `score_column` adds.
+SIGNAL_COLUMNS = {
+    "mean_log_prob": pa.float64(),
+    "coverage": pa.float64(),
+    "repetition": pa.bool_(),
+    "length_ratio": pa.float64(),
+}
+SCORE_COLUMNS = ("log_prob", "mean_log_prob")
 
 
 COUNTS = ("rows", "errors", "sentences", "unreadable")
@@ -63,9 +83,8 @@ def translate_fragment(
         where = f"{fragment.path} (row group {fragment.row_group})"
         return {"rows": 0, "errors": 0, "sentences": 0, "unreadable": f"{where}: {first_line}"}
     documents = translate(table)
-    table = table.append_column(
-        settings.target_column, pa.array(documents.translations, pa.string())
-    ).append_column(settings.error_column, pa.array(documents.errors, pa.string()))
+    for name, values in output_columns(documents, settings).items():
+        table = table.append_column(name, values)
     fail = settings.fail_from_fragment is not None and index >= settings.fail_from_fragment
     write_atomically(
         table, Location.of(settings.output_dir) / fragment.output_name, documents.sentences, fail
@@ -76,6 +95,55 @@ def translate_fragment(
         "sentences": documents.sentences,
         "unreadable": None,
     }
+
+
+def output_columns(documents: TranslatedDocuments, settings: WorkerSettings) -> dict:
+    """The columns a fragment's output adds, in order: the translation (or the scores), the
+    quality signals when asked, the error."""
+    if settings.score_column:
+        columns = {
+            name: pa.array(values, pa.float64())
+            for name, values in zip(SCORE_COLUMNS, documents.scores, strict=True)
+        }
+    else:
+        columns = {settings.target_column: pa.array(documents.translations, pa.string())}
+    if settings.signals:
+        signals = documents.signals or [None] * len(documents.errors)
+        for name, kind in SIGNAL_COLUMNS.items():
+            values = [None if s is None else getattr(s, name) for s in signals]
+            columns[name] = pa.array(values, kind)
+    columns[settings.error_column] = pa.array(documents.errors, pa.string())
+    return columns
+
+
+def row_glossaries(values: list[object], column: str) -> tuple[list[dict | None], list[str | None]]:
+    """Each row's glossary from a map<string, string> (or JSON object) cell, and an error
+    for the rows whose cell is neither."""
+    glossaries: list[dict | None] = []
+    errors: list[str | None] = []
+    for value in values:
+        try:
+            glossaries.append(_glossary(value, column))
+            errors.append(None)
+        except ValueError as error:
+            glossaries.append(None)
+            errors.append(str(error))
+    return glossaries, errors
+
+
+def _glossary(value: object, column: str) -> dict | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError(f"{column}: not a JSON object of terms") from None
+    if isinstance(value, list):  # pyarrow gives a map cell as (key, value) pairs
+        value = dict(value)
+    if not isinstance(value, dict):
+        raise ValueError(f"{column}: a glossary is a map of terms, not {type(value).__name__}")
+    return check_glossary(value, column)
 
 
 class FragmentWorker:
@@ -90,15 +158,55 @@ class FragmentWorker:
         """Sentences -> translations with the model `model_id` (None: the default one)."""
         raise NotImplementedError
 
+    def scorer_for(self, model_id: str | None) -> Callable[[list[str], list[str]], list]:
+        """(texts, translations) -> their `PairScore`s with the model `model_id`."""
+        raise NotImplementedError
+
     def translate_table(self, table: pa.Table) -> TranslatedDocuments:
         texts = table.column(self.settings.text_column).to_pylist()
+        if self.settings.score_column:
+            return self.score_table(texts, table.column(self.settings.score_column).to_pylist())
+        glossaries, bad = None, None
+        if self.settings.glossary_column:
+            cells = table.column(self.settings.glossary_column).to_pylist()
+            glossaries, bad = row_glossaries(cells, self.settings.glossary_column)
         routing, max_chars = self.settings.routing, self.settings.max_chars
         if routing is None:
-            return translate_documents(texts, self.translator_for(None), max_chars)
-        column = routing.source_column
-        languages = table.column(column).to_pylist() if column else None
-        routes = route_rows(texts, languages, self.router, routing)
-        return translate_routed(texts, routes, self.translator_for, max_chars)
+            result = translate_documents(texts, self.translator_for(None), max_chars, glossaries)
+        else:
+            column = routing.source_column
+            languages = table.column(column).to_pylist() if column else None
+            routes = route_rows(texts, languages, self.router, routing)
+            result = translate_routed(texts, routes, self.translator_for, max_chars, glossaries)
+        for row, error in enumerate(bad or []):
+            if error:  # translated without the glossary it asked for: not a result
+                result.translations[row], result.errors[row] = None, error
+        return result
+
+    def score_table(self, texts: list[object], translations: list[object]) -> TranslatedDocuments:
+        """Each row's (text, translation) scored whole; rows that are not two strings get an
+        error."""
+        result = TranslatedDocuments([None] * len(texts), [None] * len(texts), 0)
+        result.scores = ([None] * len(texts), [None] * len(texts))
+        good = []
+        for row, (text, translation) in enumerate(zip(texts, translations, strict=True)):
+            error = document_error(text, self.settings.max_chars)
+            if error is None and not (isinstance(text, str) and text.strip()):
+                error = "text is empty: nothing to score against"
+            if error is None and not isinstance(translation, str):
+                error = f"{self.settings.score_column} is not a string"
+            if error:
+                result.errors[row] = error
+            else:
+                good.append(row)
+        if good:
+            scores = self.scorer_for(None)(
+                [texts[i] for i in good], [translations[i] for i in good]
+            )
+            for row, score in zip(good, scores, strict=True):
+                result.scores[0][row], result.scores[1][row] = score.log_prob, score.mean_log_prob
+        result.sentences = len(good)
+        return result
 
     def __call__(self, batch: pa.Table) -> dict[str, list]:
         counts = []
@@ -129,7 +237,20 @@ class TranslatorWorker(FragmentWorker):
 
     def translator_for(self, model_id: str | None) -> TranslateSentences:
         translator = self.translators[model_id or self.default]
-        return lambda sentences: [t.text for t in translator.translate(sentences)]
+
+        def translate(sentences: list[str], glossaries: list | None = None) -> list:
+            constraints = None
+            if glossaries is not None:
+                constraints = [
+                    constraints_for(s, g) if g else []
+                    for s, g in zip(sentences, glossaries, strict=True)
+                ]
+            return translator.translate(sentences, constraints=constraints)
+
+        return translate
+
+    def scorer_for(self, model_id: str | None) -> Callable[[list[str], list[str]], list]:
+        return self.translators[model_id or self.default].score
 
 
 class ServeWorker(FragmentWorker):

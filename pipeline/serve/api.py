@@ -30,7 +30,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipeline.serve import libretranslate as libre
-from pipeline.serve.deployment import DecodeOptions
+from pipeline.serve.deployment import DecodeOptions, InvalidRequest
 from pipeline.serve.keys import ApiKey, KeyRing, digest
 from pipeline.serve.metrics import BODY_TOO_LARGE, OVERLOADED, RATE_LIMITED, ModelMetrics
 from pipeline.serve.options import API_DEPLOYMENT, ServeOptions
@@ -42,8 +42,10 @@ from pipeline.serve.overload import (
 )
 from pipeline.serve.ratelimit import RateLimiter, retry_after_header
 from pipeline.serve.schema import (
+    ScoreResponse,
     TranslateResponse,
     parse_request,
+    score_request_model,
     translate_request_model,
     validation_error,
 )
@@ -117,24 +119,44 @@ class TranslationApi:
         return await asyncio.to_thread(self.router.route, texts, **request)
 
     async def translate(
-        self, model: ModelEntry, texts: list[str], options: DecodeOptions
+        self,
+        model: ModelEntry,
+        texts: list[str],
+        options: DecodeOptions,
+        prefixes: list[str | None] | None = None,
+        constraints: list[list[str]] | None = None,
     ) -> list[dict[str, Any]]:
         """The texts to a translator replica holding `model`, in one call; results in input
-        order. Within the deadline, and sent again when the replica dies on the way."""
+        order. Within the deadline, and sent again when the replica dies on the way. A
+        prefix or constraint that cannot be decoded is a 422."""
+        settings = options.settings
+        results = await self.call(
+            model,
+            lambda handle: handle.translate_texts.remote(
+                texts,
+                settings.beam_size,
+                settings.n_best,
+                options.return_attention,
+                settings.sampling(),
+                prefixes,
+                constraints,
+            ),
+        )
+        if isinstance(results, InvalidRequest):
+            raise HTTPException(status_code=422, detail=results.message)
+        return results
+
+    async def call(self, model: ModelEntry, send: Any) -> Any:
+        """`send(handle)` to a translator replica holding `model`: within the deadline, sent
+        again when the replica dies on the way, refusals and failures counted."""
         handle = self.translator.options(multiplexed_model_id=model.id)
-        settings, load = options.settings, self.options.load
+        load = self.options.load
         self.metrics.request(model.id)
         try:
             if refusal := self.refusals.refusal(model.id):
                 raise refusal
             results = await call_with_retries(
-                lambda: handle.translate_texts.remote(
-                    texts,
-                    settings.beam_size,
-                    settings.n_best,
-                    options.return_attention,
-                    settings.sampling(),
-                ),
+                lambda: send(handle),
                 load.request_timeout_s or None,
                 load.retries,
                 on_retry=lambda _: self.metrics.retried(model.id),
@@ -193,12 +215,19 @@ def _translate_body(model: ModelEntry, results: list[dict[str, Any]], request: A
         model=model.id,
         alternatives=_alternatives(results) if request.n_best > 1 else None,
         attention=_attention(results) if request.return_attention else None,
+        signals=[r.get("signals") for r in results],
     )
     return body.model_dump(exclude_none=True)
 
 
 def _alternatives(results: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    return [[{"text": t, "score": s} for t, s in r["alternatives"]] for r in results]
+    return [
+        [
+            {"text": t, "score": s, "signals": signals}
+            for (t, s), signals in zip(r["alternatives"], r["alternative_signals"], strict=True)
+        ]
+        for r in results
+    ]
 
 
 def _attention(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -345,6 +374,7 @@ def create_api(gateway: TranslationApi) -> FastAPI:
     """The FastAPI app of one ingress replica: routes, validation, API key."""
     options, catalog = gateway.options, gateway.catalog
     request_model = translate_request_model(options)
+    score_model = score_request_model(options)
     api = FastAPI(
         title="nmt serve",
         description=(
@@ -397,12 +427,45 @@ def create_api(gateway: TranslationApi) -> FastAPI:
             **parsed.model_dump(include=set(SAMPLING_FIELDS)),
         )
         decode = DecodeOptions(settings, parsed.return_attention)
-        results = await gateway.translate(route.model, parsed.texts(), decode)
+        results = await gateway.translate(
+            route.model, parsed.texts(), decode, parsed.prefixes(), parsed.constraints()
+        )
         content = _translate_body(route.model, results, parsed)
         if route.detected is not None:
             content["detected_language"] = libre.detection_body(route.detected)
         batch_size = str(max(r["batch_size"] for r in results))
         return JSONResponse(content, headers={BATCH_SIZE_HEADER: batch_size})
+
+    @api.post(
+        "/score",
+        response_model=ScoreResponse,
+        openapi_extra={
+            "requestBody": {
+                "content": {"application/json": {"schema": score_model.model_json_schema()}},
+                "required": True,
+            }
+        },
+    )
+    async def score(
+        request: Request,
+        body: Annotated[Any, Body()] = None,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> dict[str, Any]:
+        """log P(translation | text) for each pair, as `nmt score` gives it."""
+        gateway.admit(request, bearer_key(authorization))
+        parsed = parse_request(score_model, body)
+        route = await gateway.route(
+            parsed.texts(), model=parsed.model, source=parsed.source, target=parsed.target
+        )
+        texts, translations = parsed.texts(), parsed.translations()
+        scores = await gateway.call(
+            route.model, lambda handle: handle.score_texts.remote(texts, translations)
+        )
+        return ScoreResponse(
+            log_probs=[s["log_prob"] for s in scores],
+            mean_log_probs=[s["mean_log_prob"] for s in scores],
+            model=route.model.id,
+        ).model_dump()
 
     async def libre_translate(request: Request, body: Any, authorization: str | None):
         fields = libre.fields_of(body, request.headers.get("content-type"))

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from ray import serve
 
+from pipeline.errors import UserError
 from pipeline.serve.metrics import ModelMetrics
 from pipeline.serve.options import TRANSLATOR_DEPLOYMENT, ServeOptions
 from pipeline.serve.overload import Backlog, Busy
@@ -33,6 +34,15 @@ from pipeline.translate.settings import DecodeSettings
 from pipeline.translate.translator import Translation, Translator
 
 PROBE_TEXT = "."  # any text exercises encoder, attention and decoder
+
+
+@dataclass(frozen=True)
+class InvalidRequest:
+    """A request whose prefixes or constraints cannot be decoded (the Translator's one-line
+    UserError): returned rather than raised, before its texts join a batch, and answered
+    422 by the ingress."""
+
+    message: str
 
 
 @dataclass(frozen=True)
@@ -100,27 +110,58 @@ class TranslatorDeployment:
         n_best: int = 1,
         return_attention: bool = False,
         sampling: dict[str, Any] | None = None,
-    ) -> list[dict[str, Any]] | Busy:
+        prefixes: list[str | None] | None = None,
+        constraints: list[list[str]] | None = None,
+    ) -> list[dict[str, Any]] | Busy | InvalidRequest:
         """A request's texts, each decoded with whatever else arrives for its model within
         the wait; `Busy` when the replica's backlog has no room for them.
 
         Returns per text {"text", "score", "batch_size"}, plus "alternatives" (n-best
         [text, score], best first) when n_best > 1 and "source_pieces"/"target_pieces"/
-        "attention" ([target piece][source piece]) when asked. `sampling` overrides the
-        sampling settings (`DecodeSettings.sampling()`).
+        "attention" ([target piece][source piece]) when asked, and "signals". `sampling`
+        overrides the sampling settings (`DecodeSettings.sampling()`). `prefixes` and
+        `constraints` (target phrases) go per text; `InvalidRequest` when one cannot be
+        decoded.
         """
         settings = self.settings.with_overrides(
             beam_size=beam_size, n_best=n_best, **(sampling or {})
         )
         options = DecodeOptions(settings, return_attention)
         model_id = self._model_id()
+        controls = list(
+            zip(prefixes or [None] * len(texts), constraints or [()] * len(texts), strict=True)
+        )
+        if prefixes or constraints:
+            translator = await self.translator_for(model_id)
+            try:
+                translator.check_requests(texts, settings, prefixes, constraints)
+            except UserError as error:
+                return InvalidRequest(str(error))
         busy = self.backlog.refuses(len(texts))
         if busy is not None:
             return busy
         with self.backlog.hold(len(texts)):
             return await asyncio.gather(
-                *(self._decode_batch(text, options, model_id) for text in texts)
+                *(
+                    self._decode_batch(text, options, model_id, control)
+                    for text, control in zip(texts, controls, strict=True)
+                )
             )
+
+    async def score_texts(self, texts: list[str], translations: list[str]) -> list[dict] | Busy:
+        """log P(translation | text) per pair: {"log_prob", "mean_log_prob"}; one batched
+        teacher-forced pass on the decoding thread, outside the translation batches."""
+        model_id = self._model_id()
+        busy = self.backlog.refuses(len(texts))
+        if busy is not None:
+            return busy
+        translator = await self.translator_for(model_id)
+        loop = asyncio.get_running_loop()
+        with self.backlog.hold(len(texts)):
+            scores = await loop.run_in_executor(
+                self.decoder_thread, lambda: translator.score(texts, translations)
+            )
+        return [{"log_prob": s.log_prob, "mean_log_prob": s.mean_log_prob} for s in scores]
 
     async def translate_batch(
         self,
@@ -163,29 +204,47 @@ class TranslatorDeployment:
     # sizes it forms as the `ray_serve_actual_batch_size` metric.
     @serve.batch
     async def _decode_batch(
-        self, texts: list[str], options: list[DecodeOptions], model_ids: list[str]
+        self,
+        texts: list[str],
+        options: list[DecodeOptions],
+        model_ids: list[str],
+        controls: list[tuple[str | None, tuple[str, ...]]],
     ) -> list[dict[str, Any]]:
+        """`controls`: each text's (prefix, constraints); texts with and without them share
+        a batch (the Translator searches each as it would alone)."""
         groups: dict[tuple[str, DecodeOptions], list[int]] = defaultdict(list)
         for index, key in enumerate(zip(model_ids, options, strict=True)):
             groups[key].append(index)
         results: list[dict[str, Any]] = [{} for _ in texts]
         for (model_id, option), indices in groups.items():
-            translations = await self._decode(model_id, [texts[i] for i in indices], option)
+            translations = await self._decode(
+                model_id, [texts[i] for i in indices], option, [controls[i] for i in indices]
+            )
             for index, translation in zip(indices, translations, strict=True):
                 results[index] = _as_dict(translation, option, batch_size=len(indices))
         return results
 
     async def _decode(
-        self, model_id: str, texts: list[str], options: DecodeOptions
+        self,
+        model_id: str,
+        texts: list[str],
+        options: DecodeOptions,
+        controls: list[tuple[str | None, tuple[str, ...]]] | None = None,
     ) -> list[Translation]:
         translator = await self.translator_for(model_id)
+        keywords: dict[str, Any] = {}
+        if controls and any(prefix or phrases for prefix, phrases in controls):
+            keywords["prefixes"] = [prefix for prefix, _ in controls]
+            keywords["constraints"] = [list(phrases) for _, phrases in controls]
         self.last_used = weakref.ref(translator)
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
             translations = await loop.run_in_executor(
                 self.decoder_thread,
-                lambda: translator.translate(texts, options.settings, options.return_attention),
+                lambda: translator.translate(
+                    texts, options.settings, options.return_attention, **keywords
+                ),
             )
         except Exception:
             self.metrics.error(model_id)
@@ -198,8 +257,11 @@ class TranslatorDeployment:
 
 def _as_dict(translation: Translation, options: DecodeOptions, batch_size: int) -> dict[str, Any]:
     result = {"text": translation.text, "score": translation.score, "batch_size": batch_size}
+    signals = [s.to_dict() if s else None for s in translation.alternative_signals]
+    result["signals"] = signals[0] if signals else None
     if options.settings.n_best > 1:
         result["alternatives"] = [list(pair) for pair in translation.alternatives]
+        result["alternative_signals"] = signals
     if options.return_attention:
         result["source_pieces"] = translation.source_pieces or []
         result["target_pieces"] = translation.target_pieces or []

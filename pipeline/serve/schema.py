@@ -14,11 +14,22 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.serve.options import ServeOptions
+from pipeline.translate.glossary import check_glossary, constraints_for
+
+
+class Signals(BaseModel):
+    mean_log_prob: float = Field(description="log-probability per predicted piece")
+    coverage: float | None = Field(
+        description="share of source pieces given at least 0.5 attention in total"
+    )
+    repetition: bool = Field(description="repeats a word 3-gram more than the source does")
+    length_ratio: float = Field(description="output pieces over source pieces")
 
 
 class Alternative(BaseModel):
     text: str
     score: float
+    signals: Signals | None = None
 
 
 class AttentionMatrix(BaseModel):
@@ -39,6 +50,53 @@ class TranslateResponse(BaseModel):
     alternatives: list[list[Alternative]] | None = Field(None, description="when n_best > 1")
     attention: list[AttentionMatrix] | None = Field(None, description="when return_attention")
     detected_language: DetectedLanguage | None = Field(None, description="with source 'auto'")
+    signals: list[Signals] | None = Field(None, description="quality signals per translation")
+
+
+class ScoreResponse(BaseModel):
+    log_probs: list[float] = Field(description="log P(translation + eos | text), per pair")
+    mean_log_probs: list[float] = Field(description="the same per predicted piece")
+    model: str
+
+
+def score_request_model(options: ServeOptions) -> type[BaseModel]:
+    """The POST /score body: texts and the translations to score, pair by pair."""
+
+    class ScoreRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+
+        text: str | list[str] = Field(description="source texts", examples=["Ein Hund läuft."])
+        translation: str | list[str] = Field(
+            description="one translation per text", examples=["A dog runs."]
+        )
+        source: str | None = None
+        target: str | None = None
+        model: str | None = None
+
+        @field_validator("text")
+        @classmethod
+        def within_limits(cls, text: str | list[str]) -> str | list[str]:
+            check_texts([text] if isinstance(text, str) else text, options, "text")
+            return text
+
+        @model_validator(mode="after")
+        def paired(self) -> "ScoreRequest":
+            if len(self.texts()) != len(self.translations()):
+                raise ValueError(
+                    f"{len(self.texts())} texts but {len(self.translations())} translations"
+                )
+            for index, item in enumerate(self.translations()):
+                if len(item) > options.max_chars:
+                    raise ValueError(f"translation {index} is over {options.max_chars} chars")
+            return self
+
+        def texts(self) -> list[str]:
+            return [self.text] if isinstance(self.text, str) else self.text
+
+        def translations(self) -> list[str]:
+            return [self.translation] if isinstance(self.translation, str) else self.translation
+
+    return ScoreRequest
 
 
 def translate_request_model(options: ServeOptions) -> type[BaseModel]:
@@ -68,6 +126,15 @@ def translate_request_model(options: ServeOptions) -> type[BaseModel]:
             options.decoding.seed, ge=0, description="the same seed gives the same samples"
         )
         no_repeat_ngram: int = Field(options.decoding.no_repeat_ngram, ge=0, le=100)
+        target_prefix: str | list[str | None] | None = Field(
+            None,
+            description="where each translation must start: one for all, or one per text",
+        )
+        glossary: dict[str, str] | None = Field(
+            None,
+            description="source term -> target term: each translation of a text containing "
+            "the source term contains the target term",
+        )
 
         @field_validator("text")
         @classmethod
@@ -81,8 +148,29 @@ def translate_request_model(options: ServeOptions) -> type[BaseModel]:
                 raise ValueError(f"n_best ({self.n_best}) exceeds beam_size ({self.beam_size})")
             return self
 
+        @field_validator("glossary")
+        @classmethod
+        def glossary_terms(cls, glossary: dict[str, str] | None) -> dict[str, str] | None:
+            return None if glossary is None else check_glossary(glossary)
+
+        @model_validator(mode="after")
+        def prefix_per_text(self) -> "TranslateRequest":
+            prefix = self.target_prefix
+            if isinstance(prefix, list) and len(prefix) != len(self.texts()):
+                raise ValueError(f"{len(prefix)} target prefixes for {len(self.texts())} texts")
+            return self
+
         def texts(self) -> list[str]:
             return [self.text] if isinstance(self.text, str) else self.text
+
+        def prefixes(self) -> list[str | None] | None:
+            prefix = self.target_prefix
+            return [prefix] * len(self.texts()) if isinstance(prefix, str) else prefix
+
+        def constraints(self) -> list[list[str]] | None:
+            if not self.glossary:
+                return None
+            return [constraints_for(text, self.glossary) for text in self.texts()]
 
     return TranslateRequest
 

@@ -22,12 +22,20 @@ EXAMPLES = """examples:
   echo "Ein Mann fährt Fahrrad." | nmt translate --model runs/exp/de-en --attention-plot a.png
   nmt translate --model runs/exp/de-en --input test.de --attention-plot heatmaps/  # one per line
   nmt translate --model runs/exp/de-en+runs/exp/de-en-2 --input test.de   # an ensemble of two
+  printf 'Hund\tpooch\n' > terms.tsv
+  echo "Ein Hund läuft." | nmt translate --model runs/exp/de-en --glossary terms.tsv
+  nmt translate --model runs/exp/de-en --input test.de --target-prefix starts.en  # line-aligned
+  nmt translate --model runs/exp/de-en --input test.de --signals   # text<TAB>signals as JSON
+  nmt translate --model runs/exp/de-en --input test.de --precision int8   # quantized, CPU
 
 --model takes a model dir or a training run dir (its model/ is used); A+B is the ensemble
 of A and B (the mean of their log-probabilities at every step; they must share their
 vocabularies), whose attention plot shows the mean of their attention. --attention-plot
 ending in .png draws the first non-blank line; anything else is a directory that gets
-line-000001.png, line-000002.png, ... for every non-blank line.
+line-000001.png, line-000002.png, ... for every non-blank line. --glossary is a TSV of
+source<TAB>target terms: each output contains the target term of every source term its
+line contains (constrained beam search; greedy runs it with a beam of at least 4).
+--target-prefix holds one prefix per input line (blank: none): each output starts with it.
 """
 
 # Lines translated together: the Translator sorts each chunk by length before batching, and
@@ -54,7 +62,61 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PNG_OR_DIR",
         help="heatmap of the first sentence (a .png path) or of every sentence (a directory)",
     )
+    add_control_arguments(parser)
+    parser.add_argument(
+        "--signals",
+        action="store_true",
+        help="compute each translation's quality signals and append them as JSON after a "
+        "TAB (they cost beam search some speed, so they are off without it)",
+    )
     add_decoding_arguments(parser)
+
+
+def add_control_arguments(parser: argparse.ArgumentParser) -> None:
+    """--glossary and --target-prefix, shared by `translate` and `evaluate`."""
+    parser.add_argument(
+        "--glossary",
+        metavar="TSV",
+        help="source<TAB>target terms: every output contains the target term of each source "
+        "term in its input",
+    )
+    parser.add_argument(
+        "--target-prefix",
+        metavar="FILE",
+        help="one target prefix per input line (blank: none); each output starts with its own",
+    )
+
+
+class Controls:
+    """The glossary and the prefixes of a run, served per chunk of input lines."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from pipeline.translate.glossary import read_glossary
+
+        self.glossary = read_glossary(args.glossary) if args.glossary else None
+        self.prefix_file = args.target_prefix
+        self.prefixes = None
+        if args.target_prefix:
+            from pipeline.corpus.textfile import iter_lines
+
+            self.prefixes = iter_lines(args.target_prefix)
+
+    def options(self, chunk: list[str]) -> dict:
+        """`Translator.translate` keywords for the next `chunk` of input lines."""
+        from pipeline.translate.glossary import constraints_for
+
+        options = {}
+        if self.glossary:
+            options["constraints"] = [constraints_for(text, self.glossary) for text in chunk]
+        if self.prefixes is not None:
+            prefixes = list(itertools.islice(self.prefixes, len(chunk)))
+            if len(prefixes) < len(chunk):
+                raise UserError(
+                    f"--target-prefix {self.prefix_file} has fewer lines than the input: "
+                    "give one prefix per input line"
+                )
+            options["prefixes"] = prefixes
+        return options
 
 
 def load_translator(model: str, args: argparse.Namespace) -> Translator:
@@ -73,15 +135,18 @@ def run(args: argparse.Namespace) -> int:
 
     translator = load_translator(args.model, args)
     plots = AttentionPlots(args.attention_plot, translator) if args.attention_plot else None
+    controls = Controls(args)
     # One line at a time from a terminal, so each typed sentence is answered at once.
     chunk_lines = 1 if args.input is None and sys.stdin.isatty() else CHUNK_LINES
     with open_text(args.output, "w") as output:
         first_line = 1
         for chunk in _chunks(iter_lines(args.input), chunk_lines):
             want_attention = plots is not None and plots.wants_more
-            translations = translator.translate(chunk, return_attention=want_attention)
+            translations = translator.translate(
+                chunk, return_attention=want_attention, **controls.options(chunk)
+            )
             output.writelines(
-                format_line(source, translation, args.n_best) + "\n"
+                format_line(source, translation, args.n_best, args.signals) + "\n"
                 for source, translation in zip(chunk, translations, strict=True)
             )
             output.flush()
@@ -91,12 +156,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_line(source: str, translation: Translation, n_best: int) -> str:
-    """The best translation, or with n_best > 1 its candidates as text<TAB>score pairs.
-    A blank input line gives a blank output line either way."""
-    if n_best == 1 or not source.strip():
+def format_line(source: str, translation: Translation, n_best: int, signals: bool = False) -> str:
+    """The best translation, or with n_best > 1 its candidates as text<TAB>score pairs;
+    with `signals` each text is followed by its quality signals as JSON. A blank input line
+    gives a blank output line either way."""
+    if not source.strip():
         return translation.text
-    return "\t".join(f"{text}\t{score:.4f}" for text, score in translation.alternatives)
+    if n_best == 1 and not signals:
+        return translation.text
+    fields = []
+    for index, (text, score) in enumerate(translation.alternatives[:n_best]):
+        fields.append(text)
+        if n_best > 1:
+            fields.append(f"{score:.4f}")
+        if signals:
+            fields.append(_signals_json(translation.alternative_signals[index]))
+    return "\t".join(fields)
+
+
+def _signals_json(signals) -> str:
+    import json
+
+    values = {k: round(v, 4) if isinstance(v, float) else v for k, v in signals.to_dict().items()}
+    return json.dumps(values)
 
 
 class AttentionPlots:

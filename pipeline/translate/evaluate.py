@@ -20,7 +20,12 @@ from typing import TYPE_CHECKING
 
 from pipeline.corpus.rewrite import SOURCE_REWRITES
 from pipeline.errors import UserError
-from pipeline.translate.cli import add_decoding_arguments, load_translator
+from pipeline.translate.cli import (
+    Controls,
+    add_control_arguments,
+    add_decoding_arguments,
+    load_translator,
+)
 
 if TYPE_CHECKING:
     from sacrebleu.metrics import BLEU, CHRF
@@ -36,6 +41,8 @@ EXAMPLES = """examples:
   nmt evaluate --model runs/exp/a+runs/exp/b --src test.de.gz --ref test.en.gz   # an ensemble
   nmt evaluate --model runs/exp/de-en --src test.de.gz --ref test.en.gz \\
       --rewrite-source strip-final-punct lowercase both --lowercase-bleu   # as people type
+  nmt evaluate --model runs/exp/de-en --src test.de.gz --ref test.en.gz --glossary terms.tsv
+  nmt evaluate --model runs/exp/de-en --src test.de.gz --ref test.en.gz --precision int8
 
 Scores are sacreBLEU's on detokenized output against the raw references. The BLEU tokenizer
 is zh when the model's meta.json says tgt_lang zh (13a otherwise); --tokenize overrides it.
@@ -105,7 +112,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lowercase-bleu", action="store_true", help="case-insensitive BLEU (sacreBLEU -lc)"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
+    add_control_arguments(parser)
     add_decoding_arguments(parser, omit=("n_best",))
+    parser.set_defaults(signals=False)  # scores need no quality signals: spare their cost
 
 
 def run(args: argparse.Namespace) -> int:
@@ -125,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
     report = {"src": args.src, "ref": args.ref, "sentences": len(sources), "systems": []}
     scoring = Scoring(references, args.tokenize, args.lowercase_bleu)
     if sources:  # an empty test set is not an error: there is just nothing to score
-        decoded = [decode(translator, sources) for translator in translators]
+        controls = Controls(args).options(sources)  # glossary constraints, prefixes
+        decoded = [decode(translator, sources, controls) for translator in translators]
         report["systems"] = [
             score_system(
                 translator, hypotheses, seconds, references, args.tokenize, args.lowercase_bleu
@@ -146,10 +156,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def decode(translator: Translator, sources: list[str]) -> tuple[list[str], float]:
-    """The translations of `sources` and the seconds the decoding took."""
+def decode(
+    translator: Translator, sources: list[str], controls: dict | None = None
+) -> tuple[list[str], float]:
+    """The translations of `sources` (with `controls`: `Translator.translate`'s prefixes
+    and constraints) and the seconds the decoding took."""
     start = time.perf_counter()
-    hypotheses = [translation.text for translation in translator.translate(sources)]
+    translations = translator.translate(sources, **(controls or {}))
+    hypotheses = [translation.text for translation in translations]
     return hypotheses, time.perf_counter() - start
 
 

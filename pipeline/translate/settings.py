@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from pipeline.errors import UserError
 
-# Named as in the training config's `precision`.
-PRECISIONS = ("fp32", "bf16")
+# Named as in the training config's `precision`; int8 is for decoding only (CPU).
+PRECISIONS = ("fp32", "bf16", "int8")
 # The sampling settings, which a request may set (serve) and a bulk job records.
 SAMPLING_FIELDS = ("sample", "temperature", "top_k", "top_p", "seed", "no_repeat_ngram")
 
@@ -32,6 +32,7 @@ class DecodeSettings:
     beam_prune: float = 2.0
     # bf16 runs the matrix products under torch.autocast (the recurrent state, the softmaxes
     # and the scores stay float32): faster where the hardware multiplies bfloat16 natively.
+    # int8 quantizes the Linear layers' weights once and their inputs per product (CPU).
     precision: str = "fp32"
     batch_size: int = 64  # sentences decoded together
     max_len_a: float = 1.5  # output length limit: a * source length + b
@@ -44,6 +45,9 @@ class DecodeSettings:
     top_p: float = 1.0  # sample within the nucleus of this probability mass
     seed: int | None = None  # None: a fresh seed per call; else each sentence's sample repeats
     no_repeat_ngram: int = 0  # beam search and sampling never repeat an n-gram this long; 0: off
+    # Quality signals on every translation (`pipeline.translate.quality`). Their coverage
+    # needs the search to keep its attention weights, which costs beam search time.
+    signals: bool = True
 
     def __post_init__(self) -> None:
         self.check()
@@ -113,7 +117,8 @@ class DecodeSettings:
             "precision": dict(
                 choices=PRECISIONS,
                 help="of the matrix products: bf16 is faster on CPUs with AVX512-BF16 or AMX and "
-                "on recent GPUs (default: %(default)s)",
+                "on recent GPUs; int8 (CPU only) quantizes the Linear layers "
+                "(default: %(default)s)",
             ),
             "batch_size": dict(type=int, help="sentences decoded together (default: %(default)s)"),
             "sample": dict(
