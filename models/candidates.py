@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -55,7 +56,7 @@ class CandidateTable:
         )
         return torch.from_numpy(np.unique(ids.astype(np.int64))).to(src.device)
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path | BinaryIO) -> None:
         np.savez_compressed(path, frequent=self.frequent, translations=self.translations)
 
     @classmethod

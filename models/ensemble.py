@@ -66,11 +66,18 @@ class EnsembleStepDecoder:
     def rows(self) -> RowSources | None:
         return self.members[0].rows
 
+    def restricted_to(self, vocabulary: Tensor) -> EnsembleStepDecoder:
+        """Every member scores only the target ids `vocabulary` (a candidate list)."""
+        for member in self.members:
+            member.restricted_to(vocabulary)
+        return self
+
     def top_log_probs(self, prev_tokens: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor | None]:
         """prev_tokens [R] -> the k best mean log-probabilities [R, k], their token ids
         [R, k], the mean attention weights [R, S] of the attending members (or None)."""
         log_probs, mean_weights = self.log_probs(prev_tokens)
-        return (*top_k(log_probs, k), mean_weights)
+        scores, columns = top_k(log_probs, min(k, log_probs.size(-1)))
+        return scores, self.members[0].token_ids(columns), mean_weights
 
     def log_probs(self, prev_tokens: Tensor) -> tuple[Tensor, Tensor | None]:
         """prev_tokens [R] -> the mean log-probabilities [R, V], the mean attention weights

@@ -50,16 +50,36 @@ class StepDecoder:
         self.decoder = model.decoder
         self.source, self.hidden = source, hidden
         self.rows: RowSources | None = None  # None: row i reads sentence i
+        # A candidate list (`restricted_to`): the target ids [C] the output layer scores,
+        # and its rows of them; None: the whole vocabulary.
+        self.vocabulary: Tensor | None = None
+        self.output_rows: tuple[Tensor, Tensor | None] | None = None
+
+    def restricted_to(self, vocabulary: Tensor) -> StepDecoder:
+        """Score only the target ids `vocabulary` [C] (sorted, distinct) from now on: the
+        output layer multiplies just their rows and the softmax normalises over them
+        (`models.candidates`). Returns self."""
+        output = self.decoder.output
+        if not isinstance(output, torch.nn.Linear):
+            raise ValueError("a candidate list needs a float output layer (not int8)")
+        bias = None if output.bias is None else output.bias[vocabulary]
+        self.vocabulary, self.output_rows = vocabulary, (output.weight[vocabulary], bias)
+        return self
 
     def top_log_probs(self, prev_tokens: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor | None]:
         """prev_tokens [R] -> the k best log-probabilities [R, k] and their token ids [R, k],
         attention weights [R, S] or None."""
         log_probs, weights = self.log_probs(prev_tokens)
-        return (*top_k(log_probs, k), weights)
+        scores, ids = top_k(log_probs, min(k, log_probs.size(-1)))
+        return scores, self.token_ids(ids), weights
+
+    def token_ids(self, columns: Tensor) -> Tensor:
+        """Columns of `log_probs` -> target token ids (the same without a candidate list)."""
+        return columns if self.vocabulary is None else self.vocabulary[columns]
 
     def log_probs(self, prev_tokens: Tensor) -> tuple[Tensor, Tensor | None]:
-        """One step: prev_tokens [R] -> log-probabilities [R, V] (float32), attention
-        weights [R, S] or None.
+        """One step: prev_tokens [R] -> log-probabilities [R, V] (float32; [R, C] over a
+        candidate list's ids, see `token_ids`), attention weights [R, S] or None.
 
         A full log-softmax: torch's is one fused pass over [R, V], while the k best logits
         minus a `logsumexp` (which never writes [R, V] log-probabilities) is slower on CPU,
@@ -68,7 +88,11 @@ class StepDecoder:
         self.hidden, context, weights = self.decoder.step(
             self.hidden, self.decoder.emb_gates(embedded), self.source, self.rows
         )
-        logits = self.decoder.logits(self.hidden, embedded, context)
+        if self.output_rows is None:
+            logits = self.decoder.logits(self.hidden, embedded, context)
+        else:
+            features = self.decoder.output_features(self.hidden, embedded, context)
+            logits = torch.nn.functional.linear(features, *self.output_rows)
         return torch.log_softmax(logits.float(), dim=-1), weights
 
     def select(

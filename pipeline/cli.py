@@ -21,6 +21,10 @@ COMMANDS = {
     "translate": ("pipeline.translate.cli", "translate text from stdin or a file"),
     "evaluate": ("pipeline.translate.evaluate", "score a model with sacreBLEU and chrF"),
     "score": ("pipeline.translate.score_cli", "score given translations: log-probabilities"),
+    "candidates": (
+        "pipeline.translate.candidates_cli",
+        "build a model's candidate list (faster decoding over a shortlist)",
+    ),
     "serve": ("pipeline.serve.cli", "run the autoscaled HTTP translation endpoint (Ray Serve)"),
     "bulk-translate": ("pipeline.bulk.cli", "translate a Parquet document store (Ray Data)"),
     "chat": ("pipeline.chat.cli", "talk with a chat model in the terminal"),

@@ -58,6 +58,8 @@ RECORDED_DECODING = (
     "precision",
     "max_len_a",
     "max_len_b",
+    "candidates_frequent",
+    "candidates_per_source",
 ) + SAMPLING_FIELDS
 
 

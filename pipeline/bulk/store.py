@@ -52,6 +52,8 @@ SETTINGS_BEFORE_RECORDED = {
     "glossary_column": None,
     "score_column": None,
     "signals": False,
+    "candidates_frequent": 0,  # before candidate lists, the whole vocabulary
+    "candidates_per_source": 0,
 }
 SENTENCES_KEY = b"nmt.sentences"  # Parquet footer metadata: sentences in the fragment
 

@@ -48,6 +48,15 @@ class DecodeSettings:
     # Quality signals on every translation (`pipeline.translate.quality`). Their coverage
     # needs the search to keep its attention weights, which costs beam search time.
     signals: bool = True
+    # A candidate list (`models.candidates`, the model dir's candidates.npz from
+    # `nmt candidates`): each batch decodes over the most frequent target pieces and the
+    # likeliest translations of its source pieces only. Both 0: the whole vocabulary.
+    candidates_frequent: int = 0
+    candidates_per_source: int = 0
+
+    @property
+    def uses_candidates(self) -> bool:
+        return bool(self.candidates_frequent or self.candidates_per_source)
 
     def __post_init__(self) -> None:
         self.check()
@@ -70,6 +79,13 @@ class DecodeSettings:
         if self.max_len_a < 0 or self.max_len_b < 0:
             raise UserError("the output length limit (max_len_a, max_len_b) cannot be negative")
         self._check_sampling()
+        if self.candidates_frequent < 0 or self.candidates_per_source < 0:
+            raise UserError("--candidates-frequent and --candidates-per-source cannot be negative")
+        if self.uses_candidates and self.precision == "int8":
+            raise UserError(
+                "candidate lists need --precision fp32 or bf16: int8 quantizes the output layer "
+                "whose rows a candidate list selects"
+            )
 
     def _check_sampling(self) -> None:
         for name in ("temperature", "top_k", "no_repeat_ngram"):
@@ -149,6 +165,18 @@ class DecodeSettings:
                 type=int,
                 metavar="N",
                 help="never repeat an N-gram (beam search and sampling); 0: off "
+                "(default: %(default)s)",
+            ),
+            "candidates_frequent": dict(
+                type=int,
+                metavar="K",
+                help="decode over a candidate list (built by `nmt candidates`): the K most "
+                "frequent target pieces... (default: %(default)s: off)",
+            ),
+            "candidates_per_source": dict(
+                type=int,
+                metavar="K",
+                help="...plus the K likeliest translations of each source piece of the batch "
                 "(default: %(default)s)",
             ),
         }

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from models.candidates import CANDIDATES_FILE, CandidateTable
 from models.constraints import constrained_beam_search
 from models.ensemble import Ensemble
 from models.model_dir import CONFIG_FILE, load_model
@@ -148,6 +149,7 @@ class Translator:
         self.model: Seq2Seq | Ensemble = models[0] if len(models) == 1 else self._ensemble(models)
         self.device = torch.device(device)
         self.settings = settings = settings or DecodeSettings()
+        self.candidate_table: CandidateTable | None = None  # loaded when first asked for
         if settings.precision == "bf16":
             # Cast once here: autocast alone casts every weight again at every step (its
             # cache is off under the search's inference_mode).
@@ -279,6 +281,11 @@ class Translator:
         for name, given in (("prefixes", prefixes), ("constraints", constraints)):
             if given is not None and len(given) != count:
                 raise UserError(f"{len(given)} {name} for {count} texts: give one per text")
+        if settings.uses_candidates and (any(prefixes or ()) or any(constraints or ())):
+            raise UserError(
+                "target prefixes and glossaries do not combine with a candidate list yet: "
+                "decode them without --candidates-frequent/--candidates-per-source"
+            )
         prefix_texts = [p.strip() if p else "" for p in (prefixes or [None] * count)]
         prefix_ids = [self.tgt_tokenizer.encode([p])[0] if p else [] for p in prefix_texts]
         constraint_ids: list[list[list[int]]] = []
@@ -365,6 +372,9 @@ class Translator:
     ) -> list[list[Hypothesis]]:
         src, src_len = self._batch(request.ids)
         options = self._options(request, settings, return_attention)
+        if settings.uses_candidates:
+            vocabulary = self._candidates(src, settings)
+            options["wrap_decoder"] = lambda decoder: decoder.restricted_to(vocabulary)
         with self._numerics(settings):
             if settings.sample:
                 return self._sample(request, src, src_len, settings, options)
@@ -404,6 +414,9 @@ class Translator:
                 return lambda decoder: ForcedPrefix(decoder, prefixes, self.device)
 
             options["wrap_rows"] = wrap_rows
+        elif settings.uses_candidates:  # prefixes refused with candidates: one or the other
+            vocabulary = self._candidates(src, settings)
+            options["wrap_rows"] = lambda _: lambda decoder: decoder.restricted_to(vocabulary)
         return sample_search(
             self.model,
             src,
@@ -414,6 +427,25 @@ class Translator:
             settings.no_repeat_ngram,
             **options,
         )
+
+    def _candidates(self, src: torch.Tensor, settings: DecodeSettings) -> torch.Tensor:
+        """The target ids [C] the batch src [B, S] decodes over (`models.candidates`)."""
+        if self.candidate_table is None:
+            path = self.model_dir / CANDIDATES_FILE
+            if not path.is_file():
+                raise UserError(
+                    f"{self.source} has no candidate list ({CANDIDATES_FILE}): build one with "
+                    "`nmt candidates --model MODEL --data PREPARED_DATA`"
+                )
+            self.candidate_table = CandidateTable.load(path)
+        config = self.model.config
+        specials = (config.unk_id, config.bos_id, config.eos_id)
+        try:
+            return self.candidate_table.candidates(
+                src, settings.candidates_frequent, settings.candidates_per_source, specials
+            )
+        except ValueError as error:
+            raise UserError(f"{self.source}: {error}") from None
 
     def _constrained(
         self, request: _Request, settings: DecodeSettings, return_attention: bool
