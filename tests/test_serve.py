@@ -894,6 +894,42 @@ def test_page_translates_shows_alternatives_attention_and_errors(
     assert "at most 200 per text (max_chars)" in error.text
 
 
+def test_page_sends_a_glossary_and_a_prefix_and_shows_the_signals(
+    browser, multi: str, translators: dict[str, Translator]
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from pipeline.translate.glossary import constraints_for
+
+    wait = WebDriverWait(browser, TIMEOUT_S)
+    browser.get(f"{multi}/")
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#source option[value=de]"))
+    Select(browser.find_element(By.ID, "source")).select_by_value("de")
+    Select(browser.find_element(By.ID, "target")).select_by_value("en")
+    texts = german(2, seed=53)
+    glossary = {texts[0].split()[1]: "water"}
+    browser.find_element(By.ID, "glossary").send_keys(f"{texts[0].split()[1]} = water; ")
+    browser.find_element(By.ID, "prefix").send_keys("a")
+    browser.find_element(By.ID, "text").send_keys("\n".join(texts))
+    browser.find_element(By.ID, "translate").click()
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".translation")) == 2)
+
+    translator = translators["de-en"]
+    expected = translator.translate(
+        texts,
+        prefixes=["a"] * len(texts),
+        constraints=[constraints_for(text, glossary) for text in texts],
+    )
+    shown = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".translation")]
+    assert shown == [t.text for t in expected]
+    assert "water" in shown[0] and all(text.startswith("a") for text in shown)
+    signals = browser.find_elements(By.CSS_SELECTOR, ".signals")
+    coverages = [float(line.get_attribute("data-coverage")) for line in signals]
+    assert coverages == pytest.approx([t.signals.coverage for t in expected], abs=1e-6)
+    assert all("mean log-prob" in line.text for line in signals)
+
+
 def test_glossary_prefix_signals_and_score(url: str, translator: Translator) -> None:
     """Issue 22's request fields: each answer is the in-process Translator's."""
     texts = german(3, seed=31)

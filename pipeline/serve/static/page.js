@@ -88,6 +88,10 @@ function requestBody(lines) {
     body.n_best = alternatives + 1;
     body.beam_size = Math.min(Math.max(body.n_best, limits.beam_size), limits.max_beam_size);
   }
+  const glossary = glossaryOf($("glossary").value);
+  if (glossary) body.glossary = glossary;
+  const prefix = $("prefix").value.trim();
+  if (prefix) body.target_prefix = prefix;
   if ($("sample").checked) {
     // n_best distinct samples; a fresh seed each time, so asking again gives other replies
     body.sample = true;
@@ -95,6 +99,18 @@ function requestBody(lines) {
     body.top_p = Number($("top-p").value);
   }
   return body;
+}
+
+// "Hund=dog; Katze=cat" -> {Hund: "dog", Katze: "cat"}; the server refuses empty terms.
+function glossaryOf(text) {
+  const pairs = text.split(";").map((p) => p.trim()).filter(Boolean);
+  if (!pairs.length) return null;
+  return Object.fromEntries(
+    pairs.map((pair) => {
+      const at = pair.indexOf("=");
+      return at < 0 ? [pair, ""] : [pair.slice(0, at).trim(), pair.slice(at + 1).trim()];
+    }),
+  );
 }
 
 async function translate() {
@@ -128,6 +144,7 @@ function render(result) {
     line.className = "translation";
     line.textContent = text;
     item.append(line);
+    if (result.signals && result.signals[index]) item.append(signalsLine(result.signals[index]));
     if (result.alternatives) item.append(alternativesList(result.alternatives[index]));
     if (result.attention) item.append(heatmap(result.attention[index]));
     output.append(item);
@@ -135,6 +152,20 @@ function render(result) {
   const detected = result.detected_language;
   const from = detected ? `, detected ${nameOf(detected.language)} ${detected.confidence}%` : "";
   $("status").textContent = `model ${result.model}${from}`;
+}
+
+// What may be wrong with a translation: low coverage flags dropped content.
+function signalsLine(signals) {
+  const line = document.createElement("p");
+  line.className = "signals";
+  const parts = [`mean log-prob ${signals.mean_log_prob.toFixed(2)}`];
+  if (signals.coverage !== null) parts.push(`coverage ${signals.coverage.toFixed(2)}`);
+  parts.push(`length ratio ${signals.length_ratio.toFixed(2)}`);
+  if (signals.repetition) parts.push("repeats itself");
+  line.textContent = parts.join(" · ");
+  line.dataset.coverage = signals.coverage === null ? "" : String(signals.coverage);
+  if (signals.coverage !== null && signals.coverage < 0.5) line.classList.add("warn");
+  return line;
 }
 
 function alternativesList(candidates) {
