@@ -22,6 +22,7 @@ from models.search import (
     DecoderWrapper,
     Hypothesis,
     max_output_lengths,
+    row_hypotheses,
     start_decoding,
 )
 from models.seq2seq import Seq2Seq
@@ -188,11 +189,4 @@ def _sample_rows(
         kept = keep.nonzero().squeeze(1)
         decoder.select(kept, sentences=kept)
     keep_attention = return_attention and config.attention != "none"
-    return [
-        Hypothesis(
-            tokens[i, : lengths[i]].tolist(),
-            float(scores[i]),
-            attention[i, : lengths[i], : src_len[i]].cpu() if keep_attention else None,
-        )
-        for i in range(rows)
-    ]
+    return row_hypotheses(tokens, scores, lengths, attention if keep_attention else None, src_len)

@@ -196,13 +196,21 @@ def greedy_search(
         rows = keep.nonzero().squeeze(1)
         decoder.select(rows, sentences=rows)
     keep_attention = return_attention and config.attention != "none"
+    return row_hypotheses(tokens, scores, lengths, attention if keep_attention else None, src_len)
+
+
+def row_hypotheses(
+    tokens: Tensor, scores: Tensor, lengths: Tensor, attention: Tensor | None, src_len: Tensor
+) -> list[Hypothesis]:
+    """One hypothesis per row of a search that decodes one output per row: tokens [R, T],
+    scores [R], lengths [R] (without eos), attention [R, T, S] or None, src_len [R]."""
     return [
         Hypothesis(
             tokens[i, : lengths[i]].tolist(),
             float(scores[i]),
-            attention[i, : lengths[i], : src_len[i]].cpu() if keep_attention else None,
+            None if attention is None else attention[i, : lengths[i], : src_len[i]].cpu(),
         )
-        for i in range(batch_size)
+        for i in range(tokens.size(0))
     ]
 
 
