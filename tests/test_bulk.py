@@ -14,7 +14,7 @@ import re
 import shutil
 import socket
 from collections.abc import Iterator
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -544,7 +544,8 @@ def test_glossary_column_signals_and_scoring(ray_cluster, tiny_model_dir, tmp_pa
     pq.write_table(table, tmp_path / "store" / "part.parquet")
     store = str(tmp_path / "store")
     settings = {"id_column": None, "workers": 1}
-    options_ = options(glossary_column="terms", signals=True, **settings)
+    # `signals` is a job option (the columns) and a decoding field: the job sets the latter
+    options_ = replace(options(glossary_column="terms", **settings), signals=True)
     bulk_translate(str(tiny_model_dir), store, str(tmp_path / "out"), options_)
     out = read_output(tmp_path / "out").to_pydict()
     translator = Translator(tiny_model_dir, settings=options_.decoding)
