@@ -97,27 +97,38 @@ def test_rate_limiter_forgets_full_buckets_past_its_bound(monkeypatch) -> None:
 
 
 def test_backlog_refuses_past_its_limit_and_says_when_to_come_back() -> None:
-    backlog = Backlog(limit=4, min_retry_after_s=1.0)
+    backlog = Backlog(limit=4, min_retry_after_s=1.0, batch_size=2)
     assert backlog.refuses(10) is None, "an empty replica takes any request, alone"
     with backlog.hold(3):
         busy = backlog.refuses(2)
         assert isinstance(busy, Busy) and "3 sentences are waiting" in busy.message
-        assert busy.retry_after_s == 1.0, "no rate known yet: the least wait"
+        assert busy.retry_after_s == 1.0, "no search timed yet: the least wait"
         assert backlog.refuses(1) is None
         backlog.decoded(1, now=10.0)  # sentences still wait after this search
-        backlog.decoded(2, now=10.5)  # so this one took 0.5 s: 4 sentences a second
-        assert backlog.rate == pytest.approx(4.0)
+        backlog.decoded(2, now=11.5)  # so this one took 1.5 s
+        assert backlog.search_s == pytest.approx(1.5)
         with backlog.hold(1):
-            assert backlog.refuses(1).retry_after_s == pytest.approx(1.0)  # 4 at 4/s
+            # 4 sentences in batches of 2: two searches of 1.5 s
+            assert backlog.refuses(1).retry_after_s == pytest.approx(3.0)
     assert backlog.sentences == 0
 
 
 def test_backlog_refuses_what_would_wait_past_its_longest_wait() -> None:
-    backlog = Backlog(limit=100, min_retry_after_s=1.0, max_wait_s=2.0, rate=4.0)
+    backlog = Backlog(limit=100, min_retry_after_s=1.0, max_wait_s=2.0, batch_size=2, search_s=0.5)
     with backlog.hold(6):
-        assert backlog.refuses(2) is None  # 8 sentences at 4/s: 2 s
-        busy = backlog.refuses(3)
+        assert backlog.refuses(2) is None  # 8 sentences: 4 searches of 0.5 s
+        busy = backlog.refuses(3)  # 9: 5 searches
         assert busy is not None and "about 2 s of work" in busy.message
+
+
+def test_a_search_of_one_sentence_does_not_inflate_the_wait() -> None:
+    """A burst starts with a small batch; a search of one sentence takes about what a full
+    one does, so the wait of a full backlog is its searches, not its sentences."""
+    backlog = Backlog(limit=64, min_retry_after_s=0.1, max_wait_s=1.0, batch_size=16)
+    with backlog.hold(32):
+        backlog.decoded(1, now=5.0)
+        backlog.decoded(1, now=5.2)  # a one-sentence search of 0.2 s
+        assert backlog.refuses(16) is None  # 48 sentences: 3 searches, 0.6 s
 
 
 class Pending:

@@ -77,7 +77,10 @@ class TranslatorDeployment:
         self.decoder_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
         self.metrics = ModelMetrics()
         self.backlog = Backlog(
-            options.backlog_sentences, options.load.retry_after_s, options.max_wait_s
+            options.backlog_sentences,
+            options.load.retry_after_s,
+            options.max_wait_s,
+            options.max_batch_size,
         )
         self.loads: Counter[str] = Counter()  # model id -> times this replica loaded it
         self.last_used: weakref.ref[Translator] | None = None  # what the health check probes

@@ -62,16 +62,20 @@ class Backlog:
     `max_wait_s` of expected waiting (a request that would wait longer would most likely
     miss its deadline, after taking a place in the queue).
 
-    The hint a refusal carries is the time the backlog takes to drain at the rate the
-    replica has been getting through it, so clients that honour `Retry-After` come back when
-    there is room instead of all at once.
+    The expected wait is the searches the backlog needs (`batch_size` sentences each) times
+    the time one search has been taking while sentences waited: a search costs about the
+    same whether it holds one sentence or a full batch, so a rate in sentences per second,
+    measured on the small batches a burst starts with, would overstate the wait many times.
+    The hint a refusal carries is that wait for the backlog as it is, so clients that
+    honour `Retry-After` come back when there is room instead of all at once.
     """
 
     limit: int
     min_retry_after_s: float
     max_wait_s: float | None = None
+    batch_size: int = 1  # the most sentences one search decodes
     sentences: int = 0
-    rate: float = 0.0  # sentences per second while busy, smoothed
+    search_s: float = 0.0  # seconds one search takes while sentences wait, smoothed
     _last_done: float = 0.0
     _busy: bool = False  # sentences were waiting when the last search ended
 
@@ -80,7 +84,7 @@ class Backlog:
         larger than the limit still runs, alone)."""
         if not self.sentences:
             return None
-        wait_s = (self.sentences + count) / self.rate if self.rate else 0.0
+        wait_s = self.wait_s(count)
         if self.sentences + count <= self.limit and wait_s <= (self.max_wait_s or math.inf):
             return None
         return Busy(
@@ -88,6 +92,11 @@ class Backlog:
             f"{self.limit}, about {wait_s:.0f} s of work); retry later",
             self.retry_after_s(),
         )
+
+    def wait_s(self, count: int = 0) -> float:
+        """How long the backlog and `count` more sentences take to decode, by the searches
+        they need; 0 before a search has been timed."""
+        return math.ceil((self.sentences + count) / self.batch_size) * self.search_s
 
     @contextlib.contextmanager
     def hold(self, count: int) -> Iterator[None]:
@@ -104,13 +113,12 @@ class Backlog:
         everything around it."""
         now = time.monotonic() if now is None else now
         if self._busy and now > self._last_done:
-            rate = count / (now - self._last_done)
-            self.rate = 0.8 * self.rate + 0.2 * rate if self.rate else rate
+            took = now - self._last_done
+            self.search_s = 0.8 * self.search_s + 0.2 * took if self.search_s else took
         self._last_done, self._busy = now, self.sentences > count
 
     def retry_after_s(self) -> float:
-        drain = self.sentences / self.rate if self.rate else 0.0
-        return max(self.min_retry_after_s, drain)
+        return max(self.min_retry_after_s, self.wait_s())
 
 
 @dataclass
