@@ -29,7 +29,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pipeline.serve import libretranslate as libre
+import pipeline.serve.libretranslate as libre
 from pipeline.serve.deployment import DecodeOptions, InvalidRequest
 from pipeline.serve.keys import ApiKey, KeyRing, digest
 from pipeline.serve.metrics import BODY_TOO_LARGE, OVERLOADED, RATE_LIMITED, ModelMetrics
