@@ -188,7 +188,7 @@ def test_refusals_become_overloaded_with_their_wait() -> None:
 
 def test_limits_derive_from_the_batch_and_request_sizes() -> None:
     options = ServeOptions(max_batch_size=8, max_texts=10, max_chars=100)
-    assert options.backlog_sentences == 4 * 8 and options.max_queued_requests == 8
+    assert options.backlog_sentences == 4 * 8 and options.max_queued_requests == 4 * 8
     assert options.max_body_bytes == 10 * 100 * 9 + 64 * 1024
     assert options.max_wait_s == 15.0
     given = ServeOptions.from_flat(

@@ -112,7 +112,7 @@ LOAD_FLAGS = {
     "--max-queued-requests": (
         "max_queued_requests",
         int,
-        "requests held while no replica has room, as while replicas start (None: the batch size)",
+        "requests held while no replica has room, as while replicas start (default: the backlog)",
     ),
     "--retry-after": ("retry_after_s", float, "the least Retry-After of a 503, in seconds"),
     "--request-timeout": (

@@ -39,7 +39,8 @@ class LoadSettings:
     # max_batch_size; a request that would go past it is refused.
     backlog_batches: float = 4.0
     # Requests the ingress holds for the translators while none has room (as while replicas
-    # start or are replaced); past it Ray Serve refuses them. None: max_batch_size.
+    # start or are replaced); past it Ray Serve refuses them. None: one replica's backlog,
+    # so losing a replica sheds nothing its backlog would have taken.
     max_queued_requests: int | None = None
     retry_after_s: float = 2.0  # the least Retry-After a refused request is told
     request_timeout_s: float = 30.0  # from the ingress; 0: none
@@ -151,7 +152,7 @@ class ServeOptions:
 
     @property
     def max_queued_requests(self) -> int:
-        return self.load.max_queued_requests or self.max_batch_size
+        return self.load.max_queued_requests or self.backlog_sentences
 
     @property
     def max_body_bytes(self) -> int:
