@@ -264,7 +264,7 @@ def plain_loop(data: Path, seconds: float, threads: int) -> TrainRun:
     torch.set_num_threads(threads)
     torch.manual_seed(config.seed)
     model = Seq2Seq(model_config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
     schedule = LearningRate(optimizer, config)
     pairs, tokens, steps = train_pairs(data, config.max_len), 0, 0
     start = time.perf_counter()

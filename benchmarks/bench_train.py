@@ -34,7 +34,7 @@ def plain_loop(data: Path, config: TrainConfig, steps: int) -> float:
     pairs = list(zip(table["src_ids"], table["tgt_ids"], strict=True))
     torch.manual_seed(config.seed)
     model = Seq2Seq(ModelConfig(8000, 8000, **config.model))
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
     tokens, done, start = 0, 0, time.perf_counter()
     while done < steps:
         for chunk in token_batches(pairs, config.max_tokens, config.bucket_window, seed=done):

@@ -10,6 +10,7 @@ only over real tokens. This is where the training speed comes from.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +36,41 @@ class EncodedSource:
     def head(self, n: int) -> EncodedSource:
         """The first n rows, as views (no copy)."""
         return EncodedSource(self.annotations[:n], self.keys[:n], self.mask[:n])
+
+    def heads(self, sizes: Sequence[int]) -> dict[int, EncodedSource]:
+        """`head(n)` for every n of `sizes` (descending, the first the whole batch) at once,
+        with one backward for all of them (see `_Heads`)."""
+        distinct = sorted(set(sizes), reverse=True)
+        annotations, keys = (_Heads.apply(t, distinct) for t in (self.annotations, self.keys))
+        return {
+            n: EncodedSource(annotations[i], keys[i], self.mask[:n]) for i, n in enumerate(distinct)
+        }
+
+
+class _Heads(torch.autograd.Function):
+    """x [B, *] -> the views x[:n] for n in sizes (descending, sizes[0] == B).
+
+    Autograd's own slicing would give every decoder step's x[:n] a backward that fills a
+    zero tensor the size of x and adds it up: T full-size passes over the source's
+    annotations and keys per batch. Here the gradients of all prefixes add into the first
+    one's."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, sizes: list[int]) -> tuple[Tensor, ...]:
+        ctx.set_materialize_grads(False)
+        ctx.sizes = sizes
+        return tuple(x[:n] for n in sizes)
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor | None) -> tuple[Tensor | None, None]:
+        total = None
+        for n, grad in zip(ctx.sizes, grads, strict=True):
+            if grad is None:
+                continue
+            if total is None:
+                total = grad.new_zeros(ctx.sizes[0], *grad.shape[1:])
+            total[:n] += grad
+        return total, None
 
 
 class Decoder(nn.Module):
@@ -129,19 +165,17 @@ class Decoder(nn.Module):
         sorted_len, sorted_index = tgt_len.sort(descending=True)
         embedded = self.dropout(self.embedding(tgt_in[sorted_index]))
         packed = pack_padded_sequence(embedded, sorted_len.cpu(), batch_first=True)
-        emb_gates = self.emb_gates(packed.data)  # [N, 3H] for every position at once
-        source = source.select(sorted_index)
-        hidden = init[sorted_index]
-        hiddens, contexts = [], []
-        offset = 0
+        sizes = packed.batch_sizes.tolist()
+        # [N, 3H] for every position at once, then split by step (one backward for all).
+        emb_gates = self.emb_gates(packed.data).split(sizes)
         # As targets end, the batch shrinks: rows are sorted longest-first, so the rows still
         # running at step t are always the first batch_sizes[t] (views, no copies).
-        for n in packed.batch_sizes.tolist():
-            hidden, context, _ = self.step(
-                hidden[:n], emb_gates[offset : offset + n], source.head(n)
-            )
+        heads = source.select(sorted_index).heads(sizes)
+        hidden = init[sorted_index]
+        hiddens, contexts = [], []
+        for n, step_gates in zip(sizes, emb_gates, strict=True):
+            hidden, context, _ = self.step(hidden[:n], step_gates, heads[n])
             hiddens.append(hidden)
             contexts.append(context)
-            offset += n
         features = self.output_features(torch.cat(hiddens), packed.data, torch.cat(contexts))
         return (self.output(features) if project else features), sorted_index

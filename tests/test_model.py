@@ -177,6 +177,21 @@ def test_training_loss_ignores_padding():
     torch.testing.assert_close(together, apart, atol=1e-4, rtol=1e-5)
 
 
+@pytest.mark.parametrize("attention", ["bahdanau", "luong"])
+def test_a_batchs_gradient_is_the_sum_of_its_sentences_gradients(attention):
+    # The batch shrinks as its targets end; every step's rows share the source's gradient.
+    model = random_model(attention)
+    texts = ["abcdefg", "hij", "klmnopqrs"]
+
+    def gradients(batches: list[list[str]]) -> list[torch.Tensor]:
+        model.zero_grad()
+        sum(model(*vars(toy_batch(texts, model.config)).values()) for texts in batches).backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    for together, apart in zip(gradients([texts]), gradients([[t] for t in texts]), strict=True):
+        torch.testing.assert_close(together, apart, atol=1e-4, rtol=1e-4)
+
+
 def test_additive_attention_weights_are_bahdanaus_formula():
     """The attention computes v^T tanh(x) through a sigmoid (faster on CPU): its weights
     must be softmax_j(v^T tanh(W s + U h_j)) over the real tokens, as written."""
