@@ -33,6 +33,9 @@ class ModelConfig:
     deep_output_size: int = 256  # maxout output width (Bahdanau's l); == emb_size to tie
     dropout: float = 0.2
     attention: AttentionKind = "bahdanau"
+    # Nematus/Marian's conditional GRU: attention queried by the state after a first GRU
+    # transition on the previous word, then a second transition on the context.
+    conditional_gru: bool = False
     tie_target_embeddings: bool = False  # output layer shares the target embedding matrix
     share_embeddings: bool = False  # one embedding for source and target (joint vocabulary)
     pad_id: int = 0

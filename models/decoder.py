@@ -87,18 +87,24 @@ class Decoder(nn.Module):
         # GRU weights split by input so each part can be computed where it is cheapest.
         self.emb_gates = nn.Linear(config.emb_size, gates)
         self.ctx_gates = nn.Linear(annotation_size, gates, bias=False)
-        # One matmul per step gives both the GRU's hidden gates and the attention query.
-        self.hidden_proj = nn.Linear(hidden, gates + self.attention.query_size)
+        # One matmul per step gives both a GRU's hidden gates and the attention query: the
+        # one GRU's from s_{i-1}, or, in the conditional GRU, the second GRU's from s'_i.
+        query_size = self.attention.query_size
+        self.conditional = config.conditional_gru
+        self.hidden_proj = nn.Linear(hidden, gates + (0 if self.conditional else query_size))
+        recurrent = [self.hidden_proj]
+        if self.conditional:
+            self.intermediate_proj = nn.Linear(hidden, gates + query_size)
+            recurrent.append(self.intermediate_proj)
         self.deep_output = nn.Linear(
             hidden + config.emb_size + annotation_size, 2 * config.deep_output_size
         )
         self.output = nn.Linear(config.deep_output_size, config.tgt_vocab_size)
         if config.tie_target_embeddings:
             self.output.weight = embedding.weight
-        for name, param in self.hidden_proj.named_parameters():
-            if name == "weight":  # orthogonal recurrent weights, one block per gate
-                for block in param.data.split(hidden, dim=0):
-                    nn.init.orthogonal_(block)
+        for layer in recurrent:  # orthogonal recurrent weights, one block per gate
+            for block in layer.weight.data.split(hidden, dim=0):
+                nn.init.orthogonal_(block)
 
     def init_state(self, summary: Tensor) -> Tensor:
         """summary [B, K] -> s_0 [B, H] = tanh(W_init C)
@@ -114,25 +120,27 @@ class Decoder(nn.Module):
         source: EncodedSource,
         rows: RowSources | None = None,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """One decoder step: s_i = GRU([E y_{i-1}; c_i], s_{i-1}), c_i = attend(s_{i-1}).
+        """One decoder step: s_i = GRU([E y_{i-1}; c_i], s_{i-1}), c_i = attend(s_{i-1});
+        conditional: s'_i = GRU_1(E y_{i-1}, s_{i-1}), c_i = attend(s'_i),
+        s_i = GRU_2(c_i, s'_i) (Nematus's cGRU).
 
         hidden [R, H], emb_gates [R, 3H] (the previous token's gate input), a source of B
         sentences, `rows` saying which sentence each row reads (e.g. its beams; None: R = B,
         row i reads sentence i) -> new hidden [R, H], context [R, K], attention weights
         [R, S] (None without attention)
         """
-        projected = self.hidden_proj(hidden)
-        hidden_gates = projected[:, : 3 * self.hidden_size]
-        query = projected[:, 3 * self.hidden_size :] if self.attention.query_size else hidden
+        gates = 3 * self.hidden_size
+        if self.conditional:
+            hidden = _gru_update(emb_gates, self.hidden_proj(hidden), hidden)
+            projected = self.intermediate_proj(hidden)
+        else:
+            projected = self.hidden_proj(hidden)
+        query = projected[:, gates:] if self.attention.query_size else hidden
         context, weights = self.attention(query, source.keys, source.annotations, source.mask, rows)
-        input_gates = emb_gates + self.ctx_gates(context)
-        in_r, in_z, in_n = input_gates.chunk(3, dim=1)
-        h_r, h_z, h_n = hidden_gates.chunk(3, dim=1)
-        reset = torch.sigmoid(in_r + h_r)
-        update = torch.sigmoid(in_z + h_z)
-        candidate = torch.tanh(in_n + reset * h_n)
-        new_hidden = candidate + update * (hidden - candidate)  # (1-z)*n + z*h
-        return new_hidden, context, weights
+        input_gates = self.ctx_gates(context)
+        if not self.conditional:
+            input_gates = input_gates + emb_gates
+        return _gru_update(input_gates, projected[:, :gates], hidden), context, weights
 
     def logits(self, hidden: Tensor, prev_embedded: Tensor, context: Tensor) -> Tensor:
         """Deep output, then the vocabulary: logits = W_o t. Any leading shape [N, *] ->
@@ -179,3 +187,14 @@ class Decoder(nn.Module):
             contexts.append(context)
         features = self.output_features(torch.cat(hiddens), packed.data, torch.cat(contexts))
         return (self.output(features) if project else features), sorted_index
+
+
+def _gru_update(input_gates: Tensor, hidden_gates: Tensor, hidden: Tensor) -> Tensor:
+    """A GRU transition from its gates' two halves: input_gates, hidden_gates [R, 3H] (r, z, n
+    blocks), hidden [R, H] -> the new hidden state [R, H]."""
+    in_r, in_z, in_n = input_gates.chunk(3, dim=1)
+    h_r, h_z, h_n = hidden_gates.chunk(3, dim=1)
+    reset = torch.sigmoid(in_r + h_r)
+    update = torch.sigmoid(in_z + h_z)
+    candidate = torch.tanh(in_n + reset * h_n)
+    return candidate + update * (hidden - candidate)  # (1-z)*n + z*h

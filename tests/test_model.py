@@ -71,7 +71,10 @@ def test_pruning_spans_exact_beam_search_to_greedy():
 
 
 @pytest.mark.parametrize("search", ["greedy", "beam", "pruned beam"])
-def test_padding_never_changes_a_sentence(toy_model, search):
+@pytest.mark.parametrize("decoder", ["trained", "conditional GRU"])
+def test_padding_never_changes_a_sentence(toy_model, search, decoder):
+    if decoder == "conditional GRU":
+        toy_model = random_model(conditional_gru=True)
     config = toy_model.config
     batch = toy_batch(SENTENCES, config)
     prune = 1.0 if search == "pruned beam" else 0.0
@@ -91,9 +94,12 @@ def test_padding_never_changes_a_sentence(toy_model, search):
         assert alone.score == pytest.approx(in_batch.score, abs=1e-4)
 
 
-@pytest.mark.parametrize("attention", ["bahdanau", "luong", "none"])
-def test_step_by_step_decoding_reproduces_teacher_forced_logits(attention):
-    model = random_model(attention)
+DECODERS = [("bahdanau", False), ("luong", False), ("none", False), ("bahdanau", True)]
+
+
+@pytest.mark.parametrize(("attention", "conditional_gru"), [*DECODERS, ("luong", True)])
+def test_step_by_step_decoding_reproduces_teacher_forced_logits(attention, conditional_gru):
+    model = random_model(attention, conditional_gru=conditional_gru)
     batch = toy_batch(["abcdefg", "hij", "klmnopqrs"], model.config)
     forced = model.teacher_forced_logits(batch.src, batch.src_len, batch.tgt_in, batch.tgt_len)
     decoder = StepDecoder(model, *model.encode(batch.src, batch.src_len))
@@ -177,10 +183,10 @@ def test_training_loss_ignores_padding():
     torch.testing.assert_close(together, apart, atol=1e-4, rtol=1e-5)
 
 
-@pytest.mark.parametrize("attention", ["bahdanau", "luong"])
-def test_a_batchs_gradient_is_the_sum_of_its_sentences_gradients(attention):
+@pytest.mark.parametrize(("attention", "conditional_gru"), DECODERS)
+def test_a_batchs_gradient_is_the_sum_of_its_sentences_gradients(attention, conditional_gru):
     # The batch shrinks as its targets end; every step's rows share the source's gradient.
-    model = random_model(attention)
+    model = random_model(attention, conditional_gru=conditional_gru)
     texts = ["abcdefg", "hij", "klmnopqrs"]
 
     def gradients(batches: list[list[str]]) -> list[torch.Tensor]:
