@@ -257,7 +257,7 @@ def plain_loop(data: Path, seconds: float, threads: int) -> TrainRun:
     from models.training import train_step
     from pipeline.storage import Location
     from pipeline.train.trainer import build_model_config
-    from pipeline.train.worker import LearningRate
+    from pipeline.train.worker import LearningRate, sampled_vocabulary
 
     config = recipe()
     model_config = build_model_config(Location.of(data), config)
@@ -266,10 +266,14 @@ def plain_loop(data: Path, seconds: float, threads: int) -> TrainRun:
     model = Seq2Seq(model_config)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
     schedule = LearningRate(optimizer, config)
+    generator = torch.Generator().manual_seed(config.seed)
     pairs, tokens, steps = train_pairs(data, config.max_len), 0, 0
     start = time.perf_counter()
     for batch in endless_batches(pairs, config, model_config):
-        result = train_step(model, batch, optimizer, config.label_smoothing, config.clip_norm)
+        vocabulary = sampled_vocabulary(batch, model_config, config, generator)
+        result = train_step(
+            model, batch, optimizer, config.label_smoothing, config.clip_norm, None, vocabulary
+        )
         tokens, steps = tokens + result.num_tokens, steps + 1
         schedule.after_step(steps)
         if time.perf_counter() - start >= seconds:
@@ -401,9 +405,11 @@ def our_flops(model: dict, vocab: int, lengths: dict) -> float:
     emb, enc, hid = model["emb_size"], model["enc_hidden_size"], model["dec_hidden_size"]
     att, deep, ann = model["attention_size"], model["deep_output_size"], 2 * enc
     per_source = 2 * gru(emb, enc) + 2 * ann * att  # bi-GRU, attention keys
+    conditional = model.get("conditional_gru", False)
     per_target = (
         2 * emb * 3 * hid  # the embedding's share of the gates
         + 2 * hid * (3 * hid + att)  # hidden gates and attention query, one matmul
+        + conditional * 2 * hid * 3 * hid  # the conditional GRU's second hidden gates
         + 2 * ann * 3 * hid  # the context's share of the gates
         + 2 * lengths["attended"] * (att + ann)  # energies (v . x) and the weighted sum
         + 2 * (hid + emb + ann) * 2 * deep  # deep output before the maxout
@@ -450,6 +456,8 @@ def add_flops(results: Results, data: Path, reference: Reference) -> None:
     ours, joey = our_shape(data), joey_shape(reference)
     results.shapes = {"ours": ours, "joey": joey}
     vocab = Tokenizer(data / TGT_SPM).vocab_size
+    if recipe().output == "sampled":  # the output layer multiplies V' only
+        vocab = min(vocab, recipe().sampled_softmax_size)
     flops = {
         "joey": 3 * joey_flops(reference.train_config(), joey),
         "ours": 3 * our_flops(recipe().model, vocab, ours),
@@ -588,8 +596,9 @@ def render_training(results: Results) -> list[str]:
         "",
         "FLOPs count matmuls over real positions only, from each model's config (embeddings, "
         "bi-GRU encoder, attention, decoder GRU, deep output / attentional layer, output over "
-        f"the 8k vocabulary); backward = 2x forward. Joey NMT batches 64 random sentences "
-        f"without length bucketing: {padding:.0%} of its decoder positions are padding, which "
+        "the 8k vocabulary, or over V' with a sampled softmax); backward = 2x forward. "
+        "Joey NMT batches 64 random sentences without length bucketing: "
+        f"{padding:.0%} of its decoder positions are padding, which "
         "it computes and this count leaves out.",
     ]
 

@@ -24,6 +24,7 @@ from models.seq2seq import Seq2Seq
 from models.training import collate, token_batches, train_step
 from pipeline.train.config import TrainConfig
 from pipeline.train.trainer import train_model
+from pipeline.train.worker import sampled_vocabulary
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "multi30k_de_en.yaml"
 
@@ -33,13 +34,17 @@ def plain_loop(data: Path, config: TrainConfig, steps: int) -> float:
     table = pq.read_table(data / "train", columns=["src_ids", "tgt_ids"]).to_pydict()
     pairs = list(zip(table["src_ids"], table["tgt_ids"], strict=True))
     torch.manual_seed(config.seed)
-    model = Seq2Seq(ModelConfig(8000, 8000, **config.model))
+    model_config = ModelConfig(8000, 8000, **config.model)
+    model = Seq2Seq(model_config)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
+    generator = torch.Generator().manual_seed(config.seed)
     tokens, done, start = 0, 0, time.perf_counter()
     while done < steps:
         for chunk in token_batches(pairs, config.max_tokens, config.bucket_window, seed=done):
+            batch = collate(chunk, 0, 2, 3)
+            vocabulary = sampled_vocabulary(batch, model_config, config, generator)
             result = train_step(
-                model, collate(chunk, 0, 2, 3), optimizer, config.label_smoothing, config.clip_norm
+                model, batch, optimizer, config.label_smoothing, config.clip_norm, None, vocabulary
             )
             tokens, done = tokens + result.num_tokens, done + 1
             if done == steps:

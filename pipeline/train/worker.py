@@ -231,17 +231,7 @@ class WorkerRun:
             self.log_progress(result.loss, meter)
 
     def sampled_vocabulary(self, batch: Batch) -> torch.Tensor | None:
-        """The batch's V' under `output: sampled`; None for the full softmax."""
-        if self.config.output != "sampled":
-            return None
-        specials = (self.model_config.unk_id, self.model_config.eos_id)
-        return sample_vocabulary(
-            batch.tgt_out[batch.tgt_out != self.model_config.pad_id],
-            self.model_config.tgt_vocab_size,
-            self.config.sampled_softmax_size,
-            specials,
-            self.vocabulary_generator,
-        )
+        return sampled_vocabulary(batch, self.model_config, self.config, self.vocabulary_generator)
 
     def epoch_batches(self, shard: DataIterator) -> Iterator[Batch]:
         """This epoch's token batches of this worker's shard (rewritten by `job.augment`
@@ -380,6 +370,21 @@ class WorkerRun:
         if not marker.exists():
             marker.write_text(str(self.progress.step))
             raise RuntimeError(f"injected failure at step {self.progress.step}")
+
+
+def sampled_vocabulary(
+    batch: Batch, model_config: ModelConfig, config: TrainConfig, generator: torch.Generator
+) -> torch.Tensor | None:
+    """The batch's V' under `output: sampled`; None for the full softmax."""
+    if config.output != "sampled":
+        return None
+    return sample_vocabulary(
+        batch.tgt_out[batch.tgt_out != model_config.pad_id],
+        model_config.tgt_vocab_size,
+        config.sampled_softmax_size,
+        (model_config.unk_id, model_config.eos_id),
+        generator,
+    )
 
 
 def validation_scores(
