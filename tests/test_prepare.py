@@ -18,6 +18,8 @@ from conftest import require_shared_data
 from pipeline.cli import main
 from pipeline.corpus.readers import normalise_text
 from pipeline.corpus.synthetic import parallel_corpus
+from pipeline.corpus.tokenizer import Tokenizer, train_sentencepiece
+from pipeline.errors import UserError
 from pipeline.prepare import dataflow as prepare_ray
 from pipeline.prepare.preparation import is_prepared, prepare_corpus
 from pipeline.prepare.settings import PrepareSettings
@@ -98,6 +100,13 @@ def test_every_pair_maps_back_to_its_input_line_through_sharding(tmp_path, small
         assert src.decode(row["src_ids"]) == pairs[row["index"]][0]
         assert tgt.decode(row["tgt_ids"]) == pairs[row["index"]][1]
         assert (row["src_len"], row["tgt_len"]) == (len(row["src_ids"]), len(row["tgt_ids"]))
+    assert split["tokens"] == {
+        "src": sum(row["src_len"] for row in rows),
+        "tgt": sum(row["tgt_len"] for row in rows),
+    }
+    # every character is covered: a subword vocabulary has no unknown piece here
+    assert split["unk_tokens"] == {"src": 0, "tgt": 0}
+    assert split["unk_rate"] == {"src": 0.0, "tgt": 0.0}
     schema = pq.read_schema(next((out / "train").glob("*.parquet")))
     assert schema.names == COLUMNS
     assert schema.field("src_ids").type == pa.list_(pa.int32())
@@ -220,6 +229,7 @@ SETTINGS_KEYS = [  # stats.json's "settings", in this order (training and tools 
     "workers",
     "seed",
     "context_turns",
+    "tokenizer",
 ]
 
 
@@ -256,11 +266,153 @@ def test_cli_prints_a_summary_and_refuses_to_overwrite(tmp_path, capsys):
     assert (stats["settings"]["max_len"], stats["settings"]["workers"]) == (100, None)
     assert stats["splits"]["test/test_2016_flickr"]["kept"] == 20
     assert (out / "spm.src.model").read_bytes() == (out / "spm.tgt.model").read_bytes()
+    assert stats["tokenizer"] == "unigram" == Tokenizer(out / "spm.src.model").kind
 
     assert run_cli(*args) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert run_cli(*args, "--overwrite", "--max-len", "50") == 0
-    assert json.loads((out / "stats.json").read_text())["settings"]["max_len"] == 50
+    assert run_cli(*args, "--overwrite", "--max-len", "50", "--tokenizer", "bpe") == 0
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["settings"]["max_len"] == 50
+    assert stats["tokenizer"] == stats["settings"]["tokenizer"] == "bpe"
+    assert Tokenizer(out / "spm.src.model").kind == "bpe"
+
+
+# ---------------------------------------------------------------- word vocabularies
+
+
+def word_pieces(text: str) -> list[str]:
+    """The test's own reading of plain text as word pieces: runs of letters and digits, and
+    single other characters, "▁" before one that follows a space or starts the text."""
+    return [
+        ("▁" if match.start() == 0 or text[match.start() - 1] == " " else "") + match.group()
+        for match in re.finditer(r"\w+|[^\w\s]", text)
+    ]
+
+
+WORD_TRAIN_EXTRA = [("Ein Hund (braun) springt 3.5 Meter!", "A dog (brown) jumps 3.5 metres!")]
+# (source, target, unknown source words, unknown target words): words and marks that the
+# training text never has, "Hundes" and "Parks" beginning with words it has. A word right
+# after a mark is a piece of its own, as in sentencepiece ("läuft" in "«läuft»", where the
+# training text has "▁läuft"): «, läuft and » are three unknown pieces
+WORD_VALID_UNKNOWN = [
+    ("Ein Hundes läuft im Park.", "A dogs runs in the park.", 1, 1),
+    ("Eine Katze sitzt im Parks, während ein Zebra lacht.", "A cat sits in the parks.", 2, 1),
+    ("Ein Hund «läuft» am Strand.", 'A dog "runs" on the beach.', 3, 3),
+    ("Ein Mann wartet 42 Minuten.", "A man waits 42 minutes.", 2, 2),
+]
+
+
+def test_word_tokenizer_splits_punctuation_round_trips_and_counts_unknowns(tmp_path):
+    train_pairs = parallel_corpus(300, seed=7) + WORD_TRAIN_EXTRA * 3
+    known = parallel_corpus(40, seed=8)  # other sentences of the same words
+    valid_pairs = known + [(src, tgt) for src, tgt, _, _ in WORD_VALID_UNKNOWN]
+    train = write_pair(tmp_path / "data" / "train", train_pairs)
+    valid = write_pair(tmp_path / "data" / "valid", valid_pairs)
+    out, stats = prepare(
+        tmp_path, train, valid, tokenizer="word", vocab_size=1000, separate_vocab=True
+    )
+
+    assert stats["tokenizer"] == stats["settings"]["tokenizer"] == "word"
+    # 1000 is more than there are: every word of each side, and the 4 special pieces
+    for side, column in (("src", 0), ("tgt", 1)):
+        types = {piece for pair in train_pairs for piece in word_pieces(pair[column])}
+        assert stats["vocab_size"][side] == len(types) + 4
+    src, tgt = (Tokenizer(out / f"spm.{side}.model") for side in ("src", "tgt"))
+    assert src.kind == tgt.kind == "word"
+
+    rows = read_split(out / "train")
+    assert len(rows) == len(train_pairs)
+    for row in rows:  # word pieces, punctuation apart, and the text back from the ids
+        pair = train_pairs[row["index"]]
+        assert src.pieces(row["src_ids"]) == word_pieces(pair[0])
+        assert tgt.pieces(row["tgt_ids"]) == word_pieces(pair[1])
+        assert (src.decode(row["src_ids"]), tgt.decode(row["tgt_ids"])) == pair
+    extra = next(row for row in rows if row["index"] == 300)
+    assert src.pieces(extra["src_ids"]) == [
+        "▁Ein", "▁Hund", "▁(", "braun", ")", "▁springt", "▁3", ".", "5", "▁Meter", "!"
+    ]  # fmt: skip
+    assert stats["splits"]["train"]["unk_tokens"] == {"src": 0, "tgt": 0}
+
+    valid_rows = read_split(out / "valid")
+    for row in valid_rows[: len(known)]:
+        assert 1 not in row["src_ids"] + row["tgt_ids"]
+        assert (src.decode(row["src_ids"]), tgt.decode(row["tgt_ids"])) == known[row["index"]]
+    for row, (_, _, src_unk, tgt_unk) in zip(
+        valid_rows[len(known) :], WORD_VALID_UNKNOWN, strict=True
+    ):  # one unknown id a word, however much of it is a known word
+        assert (row["src_ids"].count(1), row["tgt_ids"].count(1)) == (src_unk, tgt_unk)
+        assert src.decode(row["src_ids"]).count("⁇") == src_unk
+    hundes = valid_rows[len(known)]["src_ids"]
+    assert src.pieces(hundes) == ["▁Ein", "<unk>", "▁läuft", "▁im", "▁Park", "."]
+
+    split = stats["splits"]["valid"]
+    unknown = {
+        "src": sum(n for _, _, n, _ in WORD_VALID_UNKNOWN),
+        "tgt": sum(n for _, _, _, n in WORD_VALID_UNKNOWN),
+    }
+    tokens = {
+        "src": sum(len(word_pieces(s)) for s, _ in valid_pairs),
+        "tgt": sum(len(word_pieces(t)) for _, t in valid_pairs),
+    }
+    assert (split["unk_tokens"], split["tokens"]) == (unknown, tokens)
+    assert split["unk_rate"] == {side: round(unknown[side] / tokens[side], 6) for side in unknown}
+
+
+def test_word_vocabulary_keeps_the_most_frequent_words_or_every_word():
+    sentences = [de for de, _ in parallel_corpus(300, seed=9)]
+    counts: dict[str, int] = {}
+    for sentence in sentences:
+        for piece in word_pieces(sentence):
+            counts[piece] = counts.get(piece, 0) + 1
+    ranked = sorted(counts, key=lambda piece: (-counts[piece], piece))
+
+    small = Tokenizer.from_serialized(train_sentencepiece(sentences, 12, model_type="word"))
+    assert small.vocab_size == 12
+    assert small.pieces(range(4, 12)) == ranked[:8]  # by count, ties by piece
+    ids = small.encode(sentences)
+    assert sum(i == 1 for row in ids for i in row) == sum(counts[p] for p in ranked[8:])
+
+    every = Tokenizer.from_serialized(train_sentencepiece(sentences, 200_000, model_type="word"))
+    assert every.vocab_size == len(counts) + 4  # no more than there are, and no error
+    assert every.encode(sentences) == [
+        every.processor.piece_to_id(word_pieces(s)) for s in sentences
+    ]
+    with pytest.raises(RuntimeError, match="no room for words"):
+        train_sentencepiece(sentences, 4, model_type="word")
+
+
+def test_word_model_in_plain_sentencepiece_and_with_a_user_symbol():
+    """The model file is a sentencepiece model: sentencepiece alone (as training's
+    augmentation uses it) encodes known words as Tokenizer does and decodes the same; only
+    Tokenizer makes an unknown word one unknown id. A user symbol (the dialogue separator)
+    stays whole, and the space before it is a piece of its own, as in sentencepiece."""
+    texts = ["Hallo! <sep> Wie geht's?", "Gut, danke.<sep>Und dir?"]
+    model = train_sentencepiece(texts * 3, 100, model_type="word", user_defined_symbols=["<sep>"])
+    tokenizer = Tokenizer.from_serialized(model)
+    plain = spm.SentencePieceProcessor(model_proto=model)
+    assert tokenizer.pieces(tokenizer.encode(texts)[0]) == [
+        "▁Hallo", "!", "▁", "<sep>", "▁Wie", "▁geht", "'", "s", "?"
+    ]  # fmt: skip
+    assert tokenizer.pieces(tokenizer.encode(texts)[1]) == [
+        "▁Gut", ",", "▁danke", ".", "<sep>", "Und", "▁dir", "?"
+    ]  # fmt: skip
+    assert tokenizer.encode(texts) == plain.encode(texts)
+    assert plain.decode(plain.encode(texts)) == texts
+    assert tokenizer.pieces(tokenizer.encode(["Hallo, Gute!"])[0]) == ["▁Hallo", ",", "<unk>", "!"]
+    # sentencepiece alone: a known word and an unknown rest
+    assert tokenizer.pieces(plain.encode("Hallo, Gute!")) == ["▁Hallo", ",", "▁Gut", "<unk>", "!"]
+
+
+def test_bad_tokenizer_is_a_clear_error(tmp_path, capsys):
+    args = ["--src-lang", "de", "--tgt-lang", "en", "--train", "t", "--valid", "v"]
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(*args, "--out", str(tmp_path / "out"), "--tokenizer", "words")
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "--tokenizer: invalid choice: 'words' (choose from" in error
+    assert all(kind in error for kind in ("unigram", "bpe", "word"))
+    with pytest.raises(UserError, match="--tokenizer must be one of unigram, bpe, word, not 'sp'"):
+        prepare_corpus(src_lang="de", tgt_lang="en", train="t", valid="v", out="o", tokenizer="sp")
 
 
 # ---------------------------------------------------------------- bad input

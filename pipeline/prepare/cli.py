@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import time
 
+from pipeline.corpus.tokenizer import TOKENIZERS
 from pipeline.prepare.preparation import prepare_corpus, summary
 from pipeline.prepare.settings import PrepareSettings
 
@@ -19,6 +20,9 @@ EXAMPLES = """examples:
   nmt prepare --src-lang en --tgt-lang zh --separate-vocab --src-col 0 --tgt-col 1 \\
       --train ../shared/data/tatoeba/cmn-eng.train.tsv \\
       --valid ../shared/data/tatoeba/cmn-eng.test.tsv --out runs/data/tatoeba-en-zh
+  nmt prepare --src-lang de --tgt-lang en --train ../shared/data/multi30k/train \\
+      --valid ../shared/data/multi30k/val --tokenizer word --vocab-size 20000 \\
+      --separate-vocab --out runs/data/multi30k-de-en-word
   nmt prepare --src-lang de --tgt-lang en --src-col de --tgt-col en \\
       --train 'store/train/*.parquet' --valid store/valid.parquet --out runs/data/store
   nmt prepare --src-lang de --tgt-lang en --train s3://bucket/multi30k/train \\
@@ -54,7 +58,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--src-col", help="source column: a number (.tsv) or a name (Parquet)")
     parser.add_argument("--tgt-col", help="target column: a number (.tsv) or a name (Parquet)")
     parser.add_argument(
-        "--vocab-size", type=int, default=DEFAULTS["vocab_size"], help="sentencepiece pieces"
+        "--tokenizer",
+        choices=TOKENIZERS,
+        default=DEFAULTS["tokenizer"],
+        help="sentencepiece subwords (unigram, bpe) or a word vocabulary, punctuation split "
+        "off, other words unknown (word); default: %(default)s",
+    )
+    parser.add_argument(
+        "--vocab-size",
+        type=int,
+        default=DEFAULTS["vocab_size"],
+        help="pieces (words with --tokenizer word), special ones included",
     )
     parser.add_argument(
         "--separate-vocab",

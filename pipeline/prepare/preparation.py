@@ -23,7 +23,7 @@ from typing import Any
 
 from pipeline.corpus.dialogue import SEPARATOR, dialogue_stats
 from pipeline.corpus.readers import CorpusInput, ReadOptions, check_lang, read_blocks, resolve_input
-from pipeline.corpus.tokenizer import SRC_SPM, TGT_SPM
+from pipeline.corpus.tokenizer import SRC_SPM, TGT_SPM, TOKENIZERS
 from pipeline.errors import UserError
 from pipeline.prepare.settings import PrepareSettings
 from pipeline.storage import Location
@@ -87,6 +87,10 @@ def _resolve_splits(settings: PrepareSettings) -> dict[str, CorpusInput]:
         check_lang(code)
     if settings.context_turns < 1:
         raise UserError(f"--context-turns must be at least 1, not {settings.context_turns}")
+    if settings.tokenizer not in TOKENIZERS:
+        raise UserError(
+            f"--tokenizer must be one of {', '.join(TOKENIZERS)}, not '{settings.tokenizer}'"
+        )
 
     def resolve(spec: str) -> CorpusInput:
         return resolve_input(
@@ -153,6 +157,7 @@ def _prepare_into(
     stats = {
         "src_lang": settings.src_lang,
         "tgt_lang": settings.tgt_lang,
+        "tokenizer": settings.tokenizer,
         "joint_vocab": not settings.separate_vocab,
         "vocab_size": {"src": _pieces(src_model), "tgt": _pieces(tgt_model)},
         "splits": split_stats,
@@ -205,7 +210,8 @@ def sample_pairs(corpus: CorpusInput, options: ReadOptions, size: int, seed: int
 
 def train_vocab(corpus: CorpusInput, settings: PrepareSettings) -> tuple[bytes, bytes]:
     """(source, target) sentencepiece models trained on a sample of the cleaned train set;
-    the same model twice when the vocabulary is joint."""
+    the same model twice when the vocabulary is joint. A word vocabulary (--tokenizer word)
+    is stored as a sentencepiece model too (`pipeline.corpus.tokenizer.train_words`)."""
     from pipeline.corpus.tokenizer import train_sentencepiece
 
     options = ReadOptions(clean=True, skip_invalid_utf8=settings.skip_invalid_utf8)
@@ -222,6 +228,7 @@ def train_vocab(corpus: CorpusInput, settings: PrepareSettings) -> tuple[bytes, 
                 sentences,
                 settings.vocab_size,
                 settings.character_coverage,
+                model_type=settings.tokenizer,
                 user_defined_symbols=symbols,
             )
         except RuntimeError as error:
@@ -244,17 +251,23 @@ def summary(stats: dict, out: str | Path, seconds: float) -> str:
     """The one-screen report printed at the end of `nmt prepare`."""
     vocab = stats["vocab_size"]
     kind = "joint" if stats["joint_vocab"] else "separate"
+    tokenizer = stats.get("tokenizer", "unigram")
+    asked = stats.get("settings", {}).get("vocab_size")
+    # sentencepiece gives fewer pieces, and a word vocabulary fewer words, when there are no more
+    fewer = asked is not None and min(vocab.values()) < asked
     lines = [
         f"\nPrepared {stats['src_lang']}->{stats['tgt_lang']} into {out} in {seconds:.1f}s",
-        f"vocabulary: {kind}, {vocab['src']} source / {vocab['tgt']} target pieces",
+        f"vocabulary: {tokenizer}, {kind}, {vocab['src']} source / {vocab['tgt']} target "
+        f"pieces" + (f" (--vocab-size {asked}: the sample gave fewer)" if fewer else ""),
         f"{'split':<24}{'in':>10}{'kept':>10}  {'src len p50/p95/max':>20}  "
-        f"{'tgt len p50/p95/max':>20}  dropped",
+        f"{'tgt len p50/p95/max':>20}  {'unk src/tgt':>15}  dropped",
     ]
     for name, split in stats["splits"].items():
         dropped = ", ".join(f"{r} {n}" for r, n in split["dropped"].items()) or "-"
         lines.append(
             f"{name:<24}{split['in']:>10,}{split['kept']:>10,}  "
-            f"{_lengths(split['src_len_pct']):>20}  {_lengths(split['tgt_len_pct']):>20}  {dropped}"
+            f"{_lengths(split['src_len_pct']):>20}  {_lengths(split['tgt_len_pct']):>20}  "
+            f"{_unknown(split.get('unk_rate')):>15}  {dropped}"
         )
     for name, split in stats["splits"].items():
         if found := split.get("dialogue"):
@@ -269,3 +282,7 @@ def summary(stats: dict, out: str | Path, seconds: float) -> str:
 
 def _lengths(pct: dict) -> str:
     return f"{pct['p50']}/{pct['p95']}/{pct['max']}" if pct else "-"
+
+
+def _unknown(rate: dict | None) -> str:
+    return f"{rate['src']:.2%}/{rate['tgt']:.2%}" if rate else "-"

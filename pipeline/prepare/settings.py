@@ -36,6 +36,7 @@ class PrepareSettings:
     workers: int | None = None  # tokenizer actors; None: as many as the cluster's CPUs allow
     seed: int = 0  # of the sentencepiece sample
     context_turns: int = 1  # dialogue inputs: the turns before a reply that are its source
+    tokenizer: str = "unigram"  # "unigram" or "bpe" (sentencepiece subwords), or "word"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "test", tuple(self.test))

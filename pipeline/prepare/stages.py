@@ -2,8 +2,8 @@
 worker loads sentencepiece once) and the Parquet sink that also counts what it kept.
 
 Every pair read reaches the sink, dropped ones with their reason in `drop`; the sink writes
-the kept ones and returns counts and length histograms, so the statistics come out of the
-same single streaming pass that writes the data.
+the kept ones and returns counts (unknown ids among them) and length histograms, so the
+statistics come out of the same single streaming pass that writes the data.
 """
 
 from __future__ import annotations
@@ -17,13 +17,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import sentencepiece as spm
 from ray.data.datasource import Datasink
 
+from pipeline.corpus.tokenizer import Tokenizer
 from pipeline.storage import Location
 
 PERCENTILES = (50, 90, 95, 99)
 IDS = pa.list_(pa.int32())
+UNK_ID = 1  # fixed across the project (ModelConfig)
+SIDES = ("src", "tgt")
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,10 @@ def ids_array(ids: list[list[int]]) -> tuple[pa.ListArray, np.ndarray]:
 
 class TokenizePairs:
     """Ray Data actor: (index, src_text, tgt_text, drop) -> (index, src_ids, tgt_ids,
-    src_len, tgt_len, drop[, src_text, tgt_text]). Pairs already dropped are not encoded."""
+    src_len, tgt_len, drop[, src_text, tgt_text]). Pairs already dropped are not encoded.
+
+    Text goes through `Tokenizer.encode`: sentencepiece for subwords, whole words looked up
+    for a word vocabulary."""
 
     def __init__(
         self,
@@ -67,8 +72,8 @@ class TokenizePairs:
         length_filter: LengthFilter | None,
         keep_text: bool,
     ) -> None:
-        self.src = spm.SentencePieceProcessor(model_proto=src_model)
-        self.tgt = spm.SentencePieceProcessor(model_proto=tgt_model)
+        self.src = Tokenizer.from_serialized(src_model)
+        self.tgt = Tokenizer.from_serialized(tgt_model)
         self.length_filter = length_filter
         self.keep_text = keep_text
 
@@ -89,10 +94,10 @@ class TokenizePairs:
         return pa.table(columns)
 
     @staticmethod
-    def _encode(processor, texts: pa.ChunkedArray, live: pa.ChunkedArray) -> list[list[int]]:
+    def _encode(tokenizer, texts: pa.ChunkedArray, live: pa.ChunkedArray) -> list[list[int]]:
         # a dropped pair's text may be anything (even undecodable): encode "" instead
         kept = pc.if_else(live, texts, pa.scalar("")).to_pylist()
-        return processor.encode(kept)
+        return tokenizer.encode(kept, num_threads=-1)  # sentencepiece's default: every core
 
     def _drop(self, drop, live, src_len: np.ndarray, tgt_len: np.ndarray) -> pa.ChunkedArray:
         if self.length_filter is None:
@@ -113,6 +118,7 @@ class SplitStats:
     dropped: Counter = field(default_factory=Counter)
     src_hist: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     tgt_hist: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    unk: Counter = field(default_factory=Counter)  # {"src": n, "tgt": n} unknown ids kept
 
     @property
     def kept(self) -> int:
@@ -123,6 +129,7 @@ class SplitStats:
         self.dropped.update(other.dropped)
         self.src_hist = _add_hist(self.src_hist, other.src_hist)
         self.tgt_hist = _add_hist(self.tgt_hist, other.tgt_hist)
+        self.unk.update(other.unk)
 
     def count(self, block: pa.Table) -> pa.Table:
         """Count `block` (all pairs, dropped ones included); returns the kept pairs."""
@@ -132,15 +139,27 @@ class SplitStats:
         kept = block.filter(pc.is_null(block["drop"]))
         self.src_hist = _add_hist(self.src_hist, np.bincount(kept["src_len"].to_numpy()))
         self.tgt_hist = _add_hist(self.tgt_hist, np.bincount(kept["tgt_len"].to_numpy()))
+        for side in SIDES:
+            ids = pc.list_flatten(kept[f"{side}_ids"])
+            self.unk[side] += int(pc.sum(pc.equal(ids, UNK_ID)).as_py() or 0)
         return kept.drop_columns(["drop"])
 
+    def tokens(self, side: str) -> int:
+        hist = self.src_hist if side == "src" else self.tgt_hist
+        return int(np.dot(np.arange(len(hist)), hist))
+
     def to_json(self) -> dict:
+        tokens = {side: self.tokens(side) for side in SIDES}
+        unk = {side: self.unk[side] for side in SIDES}
         return {
             "in": self.rows_in,
             "kept": self.kept,
             "dropped": dict(sorted(self.dropped.items())),
             "src_len_pct": length_percentiles(self.src_hist),
             "tgt_len_pct": length_percentiles(self.tgt_hist),
+            "tokens": tokens,  # ids of the kept pairs, without bos/eos
+            "unk_tokens": unk,  # of them, the unknown id's
+            "unk_rate": {side: round(unk[side] / max(tokens[side], 1), 6) for side in SIDES},
         }
 
 
