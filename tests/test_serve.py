@@ -841,18 +841,28 @@ def browser() -> Iterator:
         driver.quit()
 
 
+def open_page_de_en(browser, url: str):
+    """The page at `url` with German -> English picked once the languages have loaded;
+    returns a WebDriverWait on it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    wait = WebDriverWait(browser, TIMEOUT_S)
+    browser.get(f"{url}/")
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#source option[value=de]"))
+    Select(browser.find_element(By.ID, "source")).select_by_value("de")
+    Select(browser.find_element(By.ID, "target")).select_by_value("en")
+    return wait
+
+
 def test_page_translates_shows_alternatives_attention_and_errors(
     browser, multi: str, translators: dict[str, Translator], tmp_path: Path
 ) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.support.ui import Select
 
-    wait = WebDriverWait(browser, TIMEOUT_S)
-    browser.get(f"{multi}/")
-    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#source option[value=de]"))
-    Select(browser.find_element(By.ID, "source")).select_by_value("de")
-    Select(browser.find_element(By.ID, "target")).select_by_value("en")
+    wait = open_page_de_en(browser, multi)
     Select(browser.find_element(By.ID, "alternatives")).select_by_value("2")
     browser.find_element(By.ID, "api-key").send_keys("kept-in-the-browser")
     texts = german(2, seed=37)
@@ -898,15 +908,10 @@ def test_page_sends_a_glossary_and_a_prefix_and_shows_the_signals(
     browser, multi: str, translators: dict[str, Translator]
 ) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     from pipeline.translate.glossary import constraints_for
 
-    wait = WebDriverWait(browser, TIMEOUT_S)
-    browser.get(f"{multi}/")
-    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#source option[value=de]"))
-    Select(browser.find_element(By.ID, "source")).select_by_value("de")
-    Select(browser.find_element(By.ID, "target")).select_by_value("en")
+    wait = open_page_de_en(browser, multi)
     texts = german(2, seed=53)
     glossary = {texts[0].split()[1]: "water"}
     browser.find_element(By.ID, "glossary").send_keys(f"{texts[0].split()[1]} = water; ")
