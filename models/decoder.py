@@ -33,13 +33,9 @@ class EncodedSource:
         """Rows in `index` order (for sorting, beam expansion, dropping finished rows)."""
         return EncodedSource(self.annotations[index], self.keys[index], self.mask[index])
 
-    def head(self, n: int) -> EncodedSource:
-        """The first n rows, as views (no copy)."""
-        return EncodedSource(self.annotations[:n], self.keys[:n], self.mask[:n])
-
     def heads(self, sizes: Sequence[int]) -> dict[int, EncodedSource]:
-        """`head(n)` for every n of `sizes` (descending, the first the whole batch) at once,
-        with one backward for all of them (see `_Heads`)."""
+        """The first n rows, as views (no copy), for every n of `sizes` (descending, the first
+        the whole batch), with one backward for all of them (see `_Heads`)."""
         distinct = sorted(set(sizes), reverse=True)
         annotations, keys = (_Heads.apply(t, distinct) for t in (self.annotations, self.keys))
         return {
