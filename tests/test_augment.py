@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.corpus.rewrite import SOURCE_REWRITES, perturb_spaces, strip_final_punct
 from pipeline.corpus.synthetic import parallel_corpus
-from pipeline.corpus.tokenizer import Tokenizer, train_sentencepiece
+from pipeline.corpus.tokenizer import Tokenizer, train_sentencepiece, train_words
 from pipeline.errors import UserError
 from pipeline.storage import Location
 from pipeline.train.augment import Augmentation, NoiseSettings, SubwordSampling
@@ -95,6 +95,25 @@ def test_subword_sampling_varies_the_pieces_but_keeps_the_text(spm_model, ids):
     _, sampled_targets = rewritten(spm_model, ids, seed=3, sampling=both)
     assert sampled_targets != ids[1]
     assert [tokenizer.decode(t) for t in sampled_targets] == [tokenizer.decode(t) for t in ids[1]]
+
+
+def test_noise_on_a_word_vocabulary_gives_one_id_a_word():
+    """A noised word is encoded as `nmt prepare` encodes words: one id, the unknown one when
+    the vocabulary lacks it (a lower-cased German noun), never subword fragments."""
+    word_model = train_words([s for pair in CORPUS for s in pair], vocab_size=5000)
+    tokenizer = Tokenizer.from_serialized(word_model)
+    sources = tokenizer.encode([de for de, _ in CORPUS])
+    noise = NoiseSettings(drop_final_punct=1.0, lowercase_source=1.0)
+    augment = Augmentation(noise, NO_SAMPLING, word_model, word_model)
+    [(noised, _)] = augment.apply([(sources, sources)], seed=0)
+    typed = [strip_final_punct(de).lower() for de, _ in CORPUS]
+    assert [list(ids) for ids in noised] == tokenizer.encode(typed)
+    assert [len(ids) for ids in noised] == [len(ids) - 1 for ids in sources]  # "." gone
+    unknown = sum(ids.count(1) for ids in noised) - sum(ids.count(1) for ids in sources)
+    assert unknown > 0, "lower-cased German nouns are words the vocabulary lacks"
+    sampling = SubwordSampling(alpha=0.1)
+    with pytest.raises(UserError, match="subword_sampling re-segments subwords"):
+        list(Augmentation(OFF, sampling, word_model, word_model).apply([([], [])], seed=0))
 
 
 def test_settings_are_checked_and_come_from_yaml_mappings():

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from pipeline.corpus.rewrite import lowercase, perturb_spaces, strip_final_punct
+from pipeline.corpus.tokenizer import Tokenizer
 from pipeline.errors import UserError
 
 Columns = tuple[Sequence[Sequence[int]], Sequence[Sequence[int]]]  # source ids, target ids
@@ -111,11 +112,15 @@ class Augmentation:
 
     def apply(self, chunks: Iterable[Columns], seed: int) -> Iterator[Columns]:
         """Each chunk of (source ids, target ids) rewritten, in order; `seed` fixes every
-        choice (the noise's picks and slips, sentencepiece's samples)."""
-        import sentencepiece as spm
-
-        src = spm.SentencePieceProcessor(model_proto=self.src_spm)
-        tgt = spm.SentencePieceProcessor(model_proto=self.tgt_spm)
+        choice (the noise's picks and slips, sentencepiece's samples). Texts are encoded as
+        `nmt prepare` encoded them, so a word vocabulary's noised word is one id (or unknown),
+        never subword fragments."""
+        src, tgt = Tokenizer.from_serialized(self.src_spm), Tokenizer.from_serialized(self.tgt_spm)
+        if self.sampling.enabled and "word" in (src.kind, tgt.kind):
+            raise UserError(
+                "subword_sampling re-segments subwords: this data has a word vocabulary "
+                f"(source {src.kind}, target {tgt.kind}); turn subword_sampling off"
+            )
         rng = random.Random(f"augment:{seed}")  # a stream of its own, not the batching's
         for sources, targets in chunks:
             yield self._rewrite(src, tgt, list(sources), list(targets), rng)
@@ -146,9 +151,9 @@ class Augmentation:
         """Whether the pair has no unknown piece (else its text cannot be recovered)."""
         return self.unk_id not in source and self.unk_id not in target
 
-    def _encode(self, processor, texts: list[str], sample: bool, rng: random.Random) -> list:
+    def _encode(self, tokenizer: Tokenizer, texts: list[str], sample: bool, rng) -> list:
         if not sample:
-            return processor.encode(texts, num_threads=1)
+            return tokenizer.encode(texts)
         import sentencepiece as spm
 
         # A batch encode samples in a thread of its own whose generator starts from the global
@@ -156,7 +161,7 @@ class Augmentation:
         # sentencepiece reads 2**32 - 1 as "seed at random".
         spm.set_random_generator_seed(rng.getrandbits(31))
         sampling = self.sampling
-        return processor.encode(
+        return tokenizer.processor.encode(
             texts,
             enable_sampling=True,
             alpha=sampling.alpha,
@@ -165,12 +170,12 @@ class Augmentation:
         )
 
 
-def _texts(processor, ids: list, picked: list[int]) -> list[str]:
+def _texts(tokenizer: Tokenizer, ids: list, picked: list[int]) -> list[str]:
     """The text of the id sequences `ids[i]` for i in `picked` (sentencepiece decodes an
     empty batch as one empty text, hence the guard)."""
     if not picked:
         return []
-    return processor.decode([[int(i) for i in ids[row]] for row in picked])
+    return tokenizer.processor.decode([[int(i) for i in ids[row]] for row in picked])
 
 
 def _slipped(text: str, slips: list, rng: random.Random) -> str:
