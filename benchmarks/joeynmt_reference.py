@@ -125,14 +125,17 @@ class Reference:
         shutil.rmtree(self.data, ignore_errors=True)
         staging.rename(self.data)
 
-    def write_configs(self) -> None:
-        """The peer configs with `@PEER_DIR@` filled in and validation moved out of reach:
-        it would otherwise run inside the timed window, and without it the decoding configs
-        load latest.ckpt (saved at the SIGINT) since there is no best.ckpt."""
+    def write_configs(self, validate: bool = False) -> None:
+        """The peer configs with `@PEER_DIR@` filled in. For a speed figure (`validate`
+        False) validation is moved out of reach: it would otherwise run inside the timed
+        window, and without it the decoding configs load latest.ckpt (saved at the SIGINT)
+        since there is no best.ckpt. For a quality figure it stays as the peer configured
+        it, and decoding loads best.ckpt, picked by validation BLEU, as a user's run would."""
         for name, file in CONFIGS.items():
             text = (self.peer_dir / file).read_text().replace(PLACEHOLDER, str(self.work))
             config = yaml.safe_load(text)
-            config["training"]["validation_freq"] = NEVER
+            if not validate:
+                config["training"]["validation_freq"] = NEVER
             self.configs[name].parent.mkdir(parents=True, exist_ok=True)
             self.configs[name].write_text(yaml.safe_dump(config, sort_keys=False))
 
