@@ -46,6 +46,7 @@ from joeynmt_reference import Reference
 
 SPLITS = {TEST: TEST, "valid": "val"}  # row name: Multi30K file stem
 SEARCHES = {"greedy": 1, "beam5": 5}
+DECODE_BATCH = 64  # as the reference decodes (its testing.batch_size)
 DEFAULT_OUT = ROOT / "runs" / "bench_quality" / "results.md"
 
 
@@ -190,7 +191,8 @@ def ours_score(model_dir: Path, split: str, search: str) -> Score:
     from pipeline.translate.settings import DecodeSettings
     from pipeline.translate.translator import Translator
 
-    translator = Translator.load(model_dir, DecodeSettings(beam_size=SEARCHES[search]))
+    settings = DecodeSettings(beam_size=SEARCHES[search], batch_size=DECODE_BATCH)
+    translator = Translator(model_dir, settings=settings)
     sources = read_lines(MULTI30K / f"{SPLITS[split]}.de.gz")
     started = time.perf_counter()
     hyps = [t.text for t in translator.translate(sources)]
