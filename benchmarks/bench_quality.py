@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import shutil
 import signal
 import time
 from dataclasses import asdict, dataclass
@@ -36,17 +34,18 @@ from bench_reference import (
     PEER_DIR,
     RECIPE,
     ROOT,
+    SEARCHES,
     TEST,
     RunQueue,
     check_shared,
+    fresh_train,
     machine,
+    ours_translate,
     prepare_ours,
 )
 from joeynmt_reference import Reference
 
 SPLITS = {TEST: TEST, "valid": "val"}  # row name: Multi30K file stem
-SEARCHES = {"greedy": 1, "beam5": 5}
-DECODE_BATCH = 64  # as the reference decodes (its testing.batch_size)
 DEFAULT_OUT = ROOT / "runs" / "bench_quality" / "results.md"
 
 
@@ -160,10 +159,7 @@ def run_ours(args: argparse.Namespace) -> tuple[Training | None, list[Score]]:
 
 def train_ours(args: argparse.Namespace, run: Path) -> Training:
     """`nmt train`'s library entry with the config as given and a time budget, a fresh run."""
-    import ray
-
     from pipeline.train.config import TrainConfig
-    from pipeline.train.trainer import train_model
 
     data = args.cache_dir / "ours-data"
     prepare_ours(data)
@@ -171,32 +167,20 @@ def train_ours(args: argparse.Namespace, run: Path) -> Training:
         time_budget_minutes=args.minutes, threads_per_worker=args.threads
     )
     print(f"== ours: {args.config.name}, {args.minutes:g} minutes, into {run}", flush=True)
-    os.environ["RAY_worker_niceness"] = "0"  # noqa: SIM112 (see bench_reference.ray_train)
-    ray.init(num_cpus=os.cpu_count(), logging_level="ERROR")
-    shutil.rmtree(run, ignore_errors=True)  # a fresh run, not a resume
-    try:
-        with RunQueue() as queue:
-            started = time.perf_counter()
-            summary = train_model(data, run, config, resume=False)
-            minutes = (time.perf_counter() - started) / 60
-    finally:
-        ray.shutdown()
+    with RunQueue() as queue:
+        started = time.perf_counter()
+        summary = fresh_train(data, run, config)
+        minutes = (time.perf_counter() - started) / 60
     how = f"nmt train --config {args.config.name}, validation inside the budget, {summary.exported}"
     return Training("ours", minutes, summary.steps, queue.mean, how)
 
 
 def ours_score(model_dir: Path, split: str, search: str) -> Score:
-    """The Translator as `nmt evaluate` runs it (its defaults but the beam), load excluded."""
     from pipeline.corpus.textfile import read_lines
-    from pipeline.translate.settings import DecodeSettings
-    from pipeline.translate.translator import Translator
 
-    settings = DecodeSettings(beam_size=SEARCHES[search], batch_size=DECODE_BATCH)
-    translator = Translator(model_dir, settings=settings)
     sources = read_lines(MULTI30K / f"{SPLITS[split]}.de.gz")
-    started = time.perf_counter()
-    hyps = [t.text for t in translator.translate(sources)]
-    return score("ours", split, search, hyps, time.perf_counter() - started)
+    hypotheses, seconds = ours_translate(model_dir, search, sources)
+    return score("ours", split, search, hypotheses, seconds)
 
 
 # ---------------------------------------------------------------- the report

@@ -293,14 +293,28 @@ def endless_batches(pairs: list, config: TrainConfig, model_config: Any) -> Iter
             yield collate(chunk, *ids)
 
 
-def ray_train(data: Path, out: Path, seconds: float, threads: int) -> TrainRun:
-    """`nmt train`'s library entry with one Ray Train worker and a time budget; validation
-    only at the end (for the exported checkpoint), outside the figure: the summary's tokens
-    and seconds stop where that validation starts."""
+def fresh_train(data: Path, out: Path, config: TrainConfig) -> Any:
+    """`nmt train`'s library entry into an emptied `out` (a fresh run, not a resume), in a
+    Ray of its own; returns its TrainSummary."""
     import ray
 
     from pipeline.train.trainer import train_model
 
+    shutil.rmtree(out, ignore_errors=True)
+    # Ray starts its workers at nice 15. Joey NMT and the plain loop run at nice 0, so on a
+    # machine shared with other work the Ray Train worker alone would yield to it.
+    os.environ["RAY_worker_niceness"] = "0"  # noqa: SIM112 (Ray's spelling of its setting)
+    ray.init(num_cpus=os.cpu_count(), logging_level="ERROR")
+    try:
+        return train_model(data, out, config)
+    finally:
+        ray.shutdown()
+
+
+def ray_train(data: Path, out: Path, seconds: float, threads: int) -> TrainRun:
+    """`nmt train`'s library entry with one Ray Train worker and a time budget; validation
+    only at the end (for the exported checkpoint), outside the figure: the summary's tokens
+    and seconds stop where that validation starts."""
     config = recipe().override(
         time_budget_minutes=seconds / 60,
         valid_every=NEVER,
@@ -309,23 +323,16 @@ def ray_train(data: Path, out: Path, seconds: float, threads: int) -> TrainRun:
         workers=1,
         threads_per_worker=threads,
     )
-    shutil.rmtree(out, ignore_errors=True)  # a fresh run, not a resume
-    # Ray starts its workers at nice 15. Joey NMT and the plain loop run at nice 0, so on a
-    # machine shared with other work the Ray Train worker alone would yield to it.
-    os.environ["RAY_worker_niceness"] = "0"  # noqa: SIM112 (Ray's spelling of its setting)
-    ray.init(num_cpus=os.cpu_count(), logging_level="ERROR")
-    try:
-        summary = train_model(data, out, config)
-    finally:
-        ray.shutdown()
+    summary = fresh_train(data, out, config)
     how = f"its summary (target tokens / training seconds), {threads} threads, nice 0"
     speed = summary.target_tokens / summary.train_seconds
     name = "ours: nmt train, Ray Train 1 worker"
     return TrainRun(name, speed, summary.steps, summary.train_seconds, how)
 
 
-def ours_decode(model_dir: Path, search: str, sources: list[str], refs: list[str]) -> DecodeRun:
-    """The Translator as `nmt evaluate` runs it (its defaults but the beam), load excluded."""
+def ours_translate(model_dir: Path, search: str, sources: list[str]) -> tuple[list[str], float]:
+    """The Translator as `nmt evaluate` runs it (its defaults but the beam): the hypotheses
+    and the seconds they took, model loading excluded."""
     from pipeline.translate.settings import DecodeSettings
     from pipeline.translate.translator import Translator
 
@@ -333,7 +340,12 @@ def ours_decode(model_dir: Path, search: str, sources: list[str], refs: list[str
     translator = Translator(model_dir, settings=settings)
     start = time.perf_counter()
     hypotheses = [t.text for t in translator.translate(sources)]
-    return scored("ours", search, time.perf_counter() - start, hypotheses, refs)
+    return hypotheses, time.perf_counter() - start
+
+
+def ours_decode(model_dir: Path, search: str, sources: list[str], refs: list[str]) -> DecodeRun:
+    hypotheses, seconds = ours_translate(model_dir, search, sources)
+    return scored("ours", search, seconds, hypotheses, refs)
 
 
 def scored(

@@ -68,8 +68,7 @@ def one_setup(vocab_size: int, output: str, args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     config = TrainConfig.from_yaml(RECIPE)
     model = Seq2Seq(ModelConfig(SRC_VOCAB, vocab_size, **config.model))
-    # fused, as nmt train's worker runs it: unfused, Adam's dozen ops per tensor over V rows
-    # were most of what a large vocabulary added to the sampled step
+    # fused, as nmt train's worker builds it, so the figures are the training run's
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
     batches = synthetic_batches(vocab_size, config.max_tokens, args.warmup + args.steps, seed=1)
     generator = torch.Generator().manual_seed(0)
