@@ -113,7 +113,7 @@ def test_noise_on_a_word_vocabulary_gives_one_id_a_word():
     assert unknown > 0, "lower-cased German nouns are words the vocabulary lacks"
     sampling = SubwordSampling(alpha=0.1)
     with pytest.raises(UserError, match="subword_sampling re-segments subwords"):
-        list(Augmentation(OFF, sampling, word_model, word_model).apply([([], [])], seed=0))
+        Augmentation(OFF, sampling, word_model, word_model)
 
 
 def test_settings_are_checked_and_come_from_yaml_mappings():

@@ -110,17 +110,22 @@ class Augmentation:
     tgt_spm: bytes
     unk_id: int = 1
 
+    def __post_init__(self) -> None:
+        """Refused where the run is set up, before any worker starts."""
+        if self.sampling.enabled:
+            kinds = [Tokenizer.from_serialized(m).kind for m in (self.src_spm, self.tgt_spm)]
+            if "word" in kinds:
+                raise UserError(
+                    "subword_sampling re-segments subwords: this data has a word vocabulary "
+                    f"(source {kinds[0]}, target {kinds[1]}); turn subword_sampling off"
+                )
+
     def apply(self, chunks: Iterable[Columns], seed: int) -> Iterator[Columns]:
         """Each chunk of (source ids, target ids) rewritten, in order; `seed` fixes every
         choice (the noise's picks and slips, sentencepiece's samples). Texts are encoded as
         `nmt prepare` encoded them, so a word vocabulary's noised word is one id (or unknown),
         never subword fragments."""
         src, tgt = Tokenizer.from_serialized(self.src_spm), Tokenizer.from_serialized(self.tgt_spm)
-        if self.sampling.enabled and "word" in (src.kind, tgt.kind):
-            raise UserError(
-                "subword_sampling re-segments subwords: this data has a word vocabulary "
-                f"(source {src.kind}, target {tgt.kind}); turn subword_sampling off"
-            )
         rng = random.Random(f"augment:{seed}")  # a stream of its own, not the batching's
         for sources, targets in chunks:
             yield self._rewrite(src, tgt, list(sources), list(targets), rng)
@@ -151,7 +156,9 @@ class Augmentation:
         """Whether the pair has no unknown piece (else its text cannot be recovered)."""
         return self.unk_id not in source and self.unk_id not in target
 
-    def _encode(self, tokenizer: Tokenizer, texts: list[str], sample: bool, rng) -> list:
+    def _encode(
+        self, tokenizer: Tokenizer, texts: list[str], sample: bool, rng: random.Random
+    ) -> list:
         if not sample:
             return tokenizer.encode(texts)
         import sentencepiece as spm
