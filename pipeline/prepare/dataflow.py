@@ -13,6 +13,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
+import pyarrow as pa
 import ray
 
 from pipeline.corpus.readers import CorpusInput, ParallelCorpusDatasource, ReadOptions
@@ -59,9 +60,10 @@ def run_split(
     tgt_model: bytes,
     settings: PrepareSettings,
     is_train: bool,
+    extra: pa.Table | None = None,
 ) -> dict:
-    """Read, tokenize and write one split into `directory` (local or remote); returns its
-    stats.json entry."""
+    """Read, tokenize and write one split into `directory` (local or remote), with the
+    READ_SCHEMA pairs of `extra` (a lexicon's) added; returns its stats.json entry."""
     options = ReadOptions(
         clean=is_train,
         dedup=is_train and settings.dedup,
@@ -74,6 +76,7 @@ def run_split(
         with _block_size(TARGET_BLOCK_BYTES):  # a Dataset copies the context it is made in
             dataset = _tokenized(
                 ParallelCorpusDatasource(corpus, options),
+                extra,
                 src_model,
                 tgt_model,
                 length_filter,
@@ -89,19 +92,23 @@ def run_split(
 
 def _tokenized(
     source: ParallelCorpusDatasource,
+    extra: pa.Table | None,
     src_model: bytes,
     tgt_model: bytes,
     length_filter: LengthFilter | None,
     is_train: bool,
     workers: int | None,
 ) -> ray.data.Dataset:
-    return ray.data.read_datasource(
+    dataset = ray.data.read_datasource(
         source,
         num_cpus=READ_CPUS,
         # one output stream per read task: Ray Data would otherwise split every block it
         # reads into many small ones to reach its default parallelism
         override_num_blocks=source.num_read_tasks(),
-    ).map_batches(
+    )
+    if extra is not None:
+        dataset = dataset.union(ray.data.from_arrow(extra))
+    return dataset.map_batches(
         TokenizePairs,
         fn_constructor_args=(src_model, tgt_model, length_filter, not is_train),
         batch_format="pyarrow",

@@ -21,14 +21,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from pipeline.corpus.dialogue import SEPARATOR, dialogue_stats
-from pipeline.corpus.readers import CorpusInput, ReadOptions, check_lang, read_blocks, resolve_input
+from pipeline.corpus.readers import (
+    CorpusInput,
+    ReadOptions,
+    check_lang,
+    kept_pairs,
+    pairs_block,
+    resolve_input,
+)
 from pipeline.corpus.tokenizer import SRC_SPM, TGT_SPM, TOKENIZERS
 from pipeline.errors import UserError
 from pipeline.prepare.settings import PrepareSettings
 from pipeline.storage import Location
 
 STATS = "stats.json"
+LEXICON_FIRST_INDEX = 10**12  # a lexicon's pairs are numbered after any corpus's lines
 
 
 def is_prepared(path: str | Path | Location) -> bool:
@@ -138,6 +148,8 @@ def _prepare_into(
     from pipeline.prepare.dataflow import run_split, start_ray
 
     seconds = {}
+    with _timed(seconds, "lexicon"):  # before Ray starts: a bad lexicon fails at once
+        lexicon = lexicon_block(splits["train"], settings)
     with _timed(seconds, "ray_init"):
         start_ray()
     with _timed(seconds, "sentencepiece"):
@@ -147,12 +159,15 @@ def _prepare_into(
     split_stats = {}
     for name, corpus in splits.items():
         with _timed(seconds, name):
+            extra = lexicon if name == "train" else None
             split_stats[name] = run_split(
-                corpus, target / name, src_model, tgt_model, settings, name == "train"
+                corpus, target / name, src_model, tgt_model, settings, name == "train", extra
             )
         if corpus.kind == "dialogue":  # a second read of a small input: what it held
             found = dialogue_stats(corpus.paths, corpus.context_turns, corpus.part)
             split_stats[name]["dialogue"] = found.to_json()
+    if lexicon is not None:  # "in" and "kept" count them too
+        split_stats["train"]["lexicon_pairs"] = lexicon.num_rows
     dialogue = splits["train"].kind == "dialogue"
     stats = {
         "src_lang": settings.src_lang,
@@ -168,6 +183,20 @@ def _prepare_into(
     # last: on remote storage its presence is what marks the dataset complete (is_prepared)
     (target / STATS).write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
     return stats
+
+
+def lexicon_block(corpus: CorpusInput, settings: PrepareSettings) -> pa.Table | None:
+    """The pairs of `settings.lexicon` as one block to add to the `corpus` train split
+    (None without a lexicon); "cedict" reads the corpus once to keep the words it uses."""
+    if settings.lexicon is None:
+        return None
+    from pipeline.corpus.lexicon import lexicon_pairs
+
+    options = ReadOptions(clean=True, skip_invalid_utf8=settings.skip_invalid_utf8)
+    pairs = lexicon_pairs(
+        settings.lexicon, settings.src_lang, settings.tgt_lang, kept_pairs(corpus, options)
+    )
+    return pairs_block(pairs, LEXICON_FIRST_INDEX, options)
 
 
 def _dialogue_meta(settings: PrepareSettings) -> dict:
@@ -196,15 +225,11 @@ def sample_pairs(corpus: CorpusInput, options: ReadOptions, size: int, seed: int
     (reservoir sampling: memory is bounded by `size`, not by the corpus)."""
     rng = random.Random(seed)
     reservoir: list[tuple[str, str]] = []
-    seen = 0
-    for block in read_blocks(corpus, options):
-        live = block.filter(block["drop"].is_null())
-        for pair in zip(live["src_text"].to_pylist(), live["tgt_text"].to_pylist(), strict=True):
-            seen += 1
-            if len(reservoir) < size:
-                reservoir.append(pair)
-            elif (slot := rng.randrange(seen)) < size:
-                reservoir[slot] = pair
+    for seen, pair in enumerate(kept_pairs(corpus, options), start=1):
+        if len(reservoir) < size:
+            reservoir.append(pair)
+        elif (slot := rng.randrange(seen)) < size:
+            reservoir[slot] = pair
     return reservoir
 
 

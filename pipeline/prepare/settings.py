@@ -37,6 +37,7 @@ class PrepareSettings:
     seed: int = 0  # of the sentencepiece sample
     context_turns: int = 1  # dialogue inputs: the turns before a reply that are its source
     tokenizer: str = "unigram"  # "unigram" or "bpe" (sentencepiece subwords), or "word"
+    lexicon: str | None = None  # extra train pairs: a source<TAB>target .tsv, or "cedict"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "test", tuple(self.test))
