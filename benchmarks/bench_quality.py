@@ -2,13 +2,16 @@
 machine: each trains for --minutes as a user would run it (its own validation inside the
 budget, the checkpoint it picks by validation BLEU), then both decode test_2016_flickr and
 the validation set, greedy and beam 5; BLEU and chrF2 are sacrebleu's (13a) against the raw
-references, beside each search's sentences/s (batch 64, model loading excluded: the
-reference's own "Generation took"), so the decoding ratio is read at trained quality.
+references, beside each search's sentences/s (batch 64 or --batch-size, model loading
+excluded: the reference's own "Generation took"), so the decoding ratio is read at trained
+quality.
 
     .venv/bin/python benchmarks/bench_quality.py --minutes 35
     .venv/bin/python benchmarks/bench_quality.py --minutes 35 --only reference
     .venv/bin/python benchmarks/bench_quality.py --minutes 35 --only ours --config my.yaml
     .venv/bin/python benchmarks/bench_quality.py --decode-only --our-model runs/exp/de-en/model
+    .venv/bin/python benchmarks/bench_quality.py --decode-only --batch-size 1 \
+        --splits test_2016_flickr
 
 The reference is Joey NMT with the peer configuration (`../shared/peers/joeynmt`), installed as
 bench_reference.py installs it (the same --cache-dir venv); ours is `nmt train --config
@@ -82,6 +85,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="decode with the models already trained (in --cache-dir, or --our-model)",
     )
     parser.add_argument("--our-model", type=Path, help="decode this model dir as ours")
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="sentences a decoding batch, both (64)"
+    )
+    parser.add_argument(
+        "--splits", nargs="+", choices=SPLITS, default=list(SPLITS), help="splits decoded"
+    )
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="venv, data, runs")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of both (2)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the Markdown table")
@@ -124,10 +133,10 @@ def run_reference(args: argparse.Namespace) -> tuple[Training | None, list[Score
     )
     reference.install()
     reference.prepare_data(MULTI30K)
-    reference.write_configs(validate=True)
+    reference.write_configs(validate=True, decode_batch=args.batch_size)
     training = None if args.decode_only else train_reference(reference, args)
     scores = []
-    for split in SPLITS:
+    for split in args.splits:
         source = reference.data / f"{SPLITS[split]}.de"
         for search in SEARCHES:
             log = args.out.parent / f"joey-{split}-{search}.log"
@@ -154,7 +163,12 @@ def run_ours(args: argparse.Namespace) -> tuple[Training | None, list[Score]]:
     run = args.cache_dir / "ours-quality"
     training = None if args.decode_only else train_ours(args, run)
     model = args.our_model or run / "model"
-    return training, [ours_score(model, split, search) for split in SPLITS for search in SEARCHES]
+    scores = [
+        ours_score(model, split, search, args.batch_size)
+        for split in args.splits
+        for search in SEARCHES
+    ]
+    return training, scores
 
 
 def train_ours(args: argparse.Namespace, run: Path) -> Training:
@@ -175,11 +189,11 @@ def train_ours(args: argparse.Namespace, run: Path) -> Training:
     return Training("ours", minutes, summary.steps, queue.mean, how)
 
 
-def ours_score(model_dir: Path, split: str, search: str) -> Score:
+def ours_score(model_dir: Path, split: str, search: str, batch_size: int) -> Score:
     from pipeline.corpus.textfile import read_lines
 
     sources = read_lines(MULTI30K / f"{SPLITS[split]}.de.gz")
-    hypotheses, seconds = ours_translate(model_dir, search, sources)
+    hypotheses, seconds = ours_translate(model_dir, search, sources, batch_size)
     return score("ours", split, search, hypotheses, seconds)
 
 
@@ -197,7 +211,8 @@ def render(record: dict) -> str:
             f"| {t['toolkit']} | {t['minutes']:.1f} | {t['steps']:,} | {t['runnable']:.2f} "
             f"| {t['how']} |"
         )
-    lines += ["", "| toolkit | split | search, batch 64 | BLEU | chrF2 | sentences/s |"]
+    batch = record.get("batch_size", 64)
+    lines += ["", f"| toolkit | split | search, batch {batch} | BLEU | chrF2 | sentences/s |"]
     lines += ["|---|---|---|---:|---:|---:|"]
     for toolkit in record["scores"]:
         for s in record["scores"][toolkit]:
@@ -218,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     saved = args.out.with_suffix(".json")
     record = json.loads(saved.read_text()) if saved.is_file() else {"training": {}, "scores": {}}
-    record |= {"machine": machine(), "threads": args.threads}
+    record |= {"machine": machine(), "threads": args.threads, "batch_size": args.batch_size}
     runs = {"reference": run_reference, "ours": run_ours}
     for name, run in runs.items():
         if args.only in (None, name):

@@ -330,13 +330,15 @@ def ray_train(data: Path, out: Path, seconds: float, threads: int) -> TrainRun:
     return TrainRun(name, speed, summary.steps, summary.train_seconds, how)
 
 
-def ours_translate(model_dir: Path, search: str, sources: list[str]) -> tuple[list[str], float]:
-    """The Translator as `nmt evaluate` runs it (its defaults but the beam): the hypotheses
-    and the seconds they took, model loading excluded."""
+def ours_translate(
+    model_dir: Path, search: str, sources: list[str], batch_size: int = DECODE_BATCH
+) -> tuple[list[str], float]:
+    """The Translator as `nmt evaluate` runs it (its defaults but the beam and the batch
+    size): the hypotheses and the seconds they took, model loading excluded."""
     from pipeline.translate.settings import DecodeSettings
     from pipeline.translate.translator import Translator
 
-    settings = DecodeSettings(beam_size=SEARCHES[search], batch_size=DECODE_BATCH)
+    settings = DecodeSettings(beam_size=SEARCHES[search], batch_size=batch_size)
     translator = Translator(model_dir, settings=settings)
     start = time.perf_counter()
     hypotheses = [t.text for t in translator.translate(sources)]

@@ -125,17 +125,20 @@ class Reference:
         shutil.rmtree(self.data, ignore_errors=True)
         staging.rename(self.data)
 
-    def write_configs(self, validate: bool = False) -> None:
+    def write_configs(self, validate: bool = False, decode_batch: int | None = None) -> None:
         """The peer configs with `@PEER_DIR@` filled in. For a speed figure (`validate`
         False) validation is moved out of reach: it would otherwise run inside the timed
         window, and without it the decoding configs load latest.ckpt (saved at the SIGINT)
         since there is no best.ckpt. For a quality figure it stays as the peer configured
-        it, and decoding loads best.ckpt, picked by validation BLEU, as a user's run would."""
+        it, and decoding loads best.ckpt, picked by validation BLEU, as a user's run would.
+        `decode_batch` replaces the decoding configs' sentences per batch."""
         for name, file in CONFIGS.items():
             text = (self.peer_dir / file).read_text().replace(PLACEHOLDER, str(self.work))
             config = yaml.safe_load(text)
             if not validate:
                 config["training"]["validation_freq"] = NEVER
+            if decode_batch is not None:  # sentences a batch (the peer configs: 64)
+                config["testing"]["batch_size"] = decode_batch
             self.configs[name].parent.mkdir(parents=True, exist_ok=True)
             self.configs[name].write_text(yaml.safe_dump(config, sort_keys=False))
 
