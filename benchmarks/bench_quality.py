@@ -11,7 +11,7 @@ quality.
     .venv/bin/python benchmarks/bench_quality.py --minutes 35 --only ours --config my.yaml
     .venv/bin/python benchmarks/bench_quality.py --decode-only --our-model runs/exp/de-en/model
     .venv/bin/python benchmarks/bench_quality.py --decode-only --batch-size 1 \
-        --splits test_2016_flickr
+        --splits test_2016_flickr --precision int8
 
 The reference is Joey NMT with the peer configuration (`../shared/peers/joeynmt`), installed as
 bench_reference.py installs it (the same --cache-dir venv); ours is `nmt train --config
@@ -89,6 +89,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--batch-size", type=int, default=64, help="sentences a decoding batch, both (64)"
     )
     parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "int8"),
+        default="fp32",
+        help="our decoding precision (fp32); the reference decodes in fp32",
+    )
+    parser.add_argument(
         "--splits", nargs="+", choices=SPLITS, default=list(SPLITS), help="splits decoded"
     )
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="venv, data, runs")
@@ -164,9 +170,7 @@ def run_ours(args: argparse.Namespace) -> tuple[Training | None, list[Score]]:
     training = None if args.decode_only else train_ours(args, run)
     model = args.our_model or run / "model"
     scores = [
-        ours_score(model, split, search, args.batch_size)
-        for split in args.splits
-        for search in SEARCHES
+        ours_score(model, split, search, args) for split in args.splits for search in SEARCHES
     ]
     return training, scores
 
@@ -189,12 +193,15 @@ def train_ours(args: argparse.Namespace, run: Path) -> Training:
     return Training("ours", minutes, summary.steps, queue.mean, how)
 
 
-def ours_score(model_dir: Path, split: str, search: str, batch_size: int) -> Score:
+def ours_score(model_dir: Path, split: str, search: str, args: argparse.Namespace) -> Score:
     from pipeline.corpus.textfile import read_lines
 
     sources = read_lines(MULTI30K / f"{SPLITS[split]}.de.gz")
-    hypotheses, seconds = ours_translate(model_dir, search, sources, batch_size)
-    return score("ours", split, search, hypotheses, seconds)
+    hypotheses, seconds = ours_translate(
+        model_dir, search, sources, args.batch_size, args.precision
+    )
+    toolkit = "ours" if args.precision == "fp32" else f"ours ({args.precision})"
+    return score(toolkit, split, search, hypotheses, seconds)
 
 
 # ---------------------------------------------------------------- the report

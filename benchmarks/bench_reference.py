@@ -331,14 +331,20 @@ def ray_train(data: Path, out: Path, seconds: float, threads: int) -> TrainRun:
 
 
 def ours_translate(
-    model_dir: Path, search: str, sources: list[str], batch_size: int = DECODE_BATCH
+    model_dir: Path,
+    search: str,
+    sources: list[str],
+    batch_size: int = DECODE_BATCH,
+    precision: str = "fp32",
 ) -> tuple[list[str], float]:
-    """The Translator as `nmt evaluate` runs it (its defaults but the beam and the batch
-    size): the hypotheses and the seconds they took, model loading excluded."""
+    """The Translator as `nmt evaluate` runs it (its defaults but the beam, the batch size
+    and the precision): the hypotheses and the seconds they took, model loading excluded."""
     from pipeline.translate.settings import DecodeSettings
     from pipeline.translate.translator import Translator
 
-    settings = DecodeSettings(beam_size=SEARCHES[search], batch_size=batch_size)
+    settings = DecodeSettings(
+        beam_size=SEARCHES[search], batch_size=batch_size, precision=precision
+    )
     translator = Translator(model_dir, settings=settings)
     start = time.perf_counter()
     hypotheses = [t.text for t in translator.translate(sources)]
