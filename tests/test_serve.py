@@ -60,12 +60,19 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+def eventually(condition: Callable[[], bool], timeout_s: float) -> bool:
+    """Whether `condition` holds within `timeout_s`, polled."""
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}")
+            return False
         time.sleep(0.25)
+    return True
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    if not eventually(condition, timeout_s):
+        pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
