@@ -31,7 +31,10 @@ class ModelConfig:
     dec_hidden_size: int = 512
     attention_size: int = 512  # width of the additive-attention MLP
     deep_output_size: int = 256  # maxout output width (Bahdanau's l); == emb_size to tie
-    dropout: float = 0.2
+    dropout: float = 0.2  # on the embeddings and the deep output t
+    # on what the deep output reads, [s_i; E y_{i-1}; c_i]: where Joey NMT's hidden_dropout
+    # sits, so the context is dropped too (0: off, as in Bahdanau et al.)
+    hidden_dropout: float = 0.0
     attention: AttentionKind = "bahdanau"
     # Nematus/Marian's conditional GRU: attention queried by the state after a first GRU
     # transition on the previous word, then a second transition on the context.

@@ -76,6 +76,7 @@ class Decoder(nn.Module):
         self.hidden_size = hidden
         self.embedding = embedding
         self.dropout = nn.Dropout(config.dropout)
+        self.hidden_dropout = nn.Dropout(config.hidden_dropout)
         self.attention = ATTENTIONS[config.attention](
             hidden, annotation_size, config.attention_size
         )
@@ -146,7 +147,8 @@ class Decoder(nn.Module):
     def output_features(self, hidden: Tensor, prev_embedded: Tensor, context: Tensor) -> Tensor:
         """Deep output t = maxout(U s_i + V E y_{i-1} + C c_i), dropped out: what the
         output layer multiplies. Any leading shape [N, *] -> [N, l]."""
-        pre = self.deep_output(torch.cat([hidden, prev_embedded, context], dim=-1))
+        inputs = self.hidden_dropout(torch.cat([hidden, prev_embedded, context], dim=-1))
+        pre = self.deep_output(inputs)
         maxout = pre.view(*pre.shape[:-1], -1, 2).amax(dim=-1)
         return self.dropout(maxout)
 

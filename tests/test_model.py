@@ -113,6 +113,22 @@ def test_step_by_step_decoding_reproduces_teacher_forced_logits(attention, condi
         )
 
 
+def test_hidden_dropout_drops_the_deep_outputs_inputs_in_training_only():
+    """No weights of its own: the same seed builds the same network, so in eval mode the
+    logits equal those without it; in training (the other dropout off) nearly every
+    position's logits change."""
+    plain = random_model(dropout=0.0)
+    dropped = random_model(dropout=0.0, hidden_dropout=0.5)
+    batch = toy_batch(SENTENCES, plain.config)
+    inputs = (batch.src, batch.src_len, batch.tgt_in, batch.tgt_len)
+    expected = plain.teacher_forced_logits(*inputs)
+    torch.testing.assert_close(dropped.teacher_forced_logits(*inputs), expected)
+    torch.testing.assert_close(plain.train().teacher_forced_logits(*inputs), expected)
+    changed = (dropped.train().teacher_forced_logits(*inputs) != expected).any(dim=-1)
+    real = torch.arange(batch.tgt_in.size(1))[None, :] < batch.tgt_len[:, None]
+    assert changed[real].float().mean() > 0.9
+
+
 @pytest.mark.parametrize(
     ("attention", "stored_bf16"),
     [("bahdanau", False), ("luong", False), ("none", False), ("bahdanau", True)],
