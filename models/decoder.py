@@ -145,8 +145,9 @@ class Decoder(nn.Module):
         return self.output(self.output_features(hidden, prev_embedded, context))
 
     def output_features(self, hidden: Tensor, prev_embedded: Tensor, context: Tensor) -> Tensor:
-        """Deep output t = maxout(U s_i + V E y_{i-1} + C c_i), dropped out: what the
-        output layer multiplies. Any leading shape [N, *] -> [N, l]."""
+        """Deep output t = maxout(U s_i + V E y_{i-1} + C c_i), its inputs dropped out by
+        `hidden_dropout` and t by `dropout`: what the output layer multiplies. Any leading
+        shape [N, *] -> [N, l]."""
         inputs = self.hidden_dropout(torch.cat([hidden, prev_embedded, context], dim=-1))
         pre = self.deep_output(inputs)
         maxout = pre.view(*pre.shape[:-1], -1, 2).amax(dim=-1)
